@@ -1,0 +1,107 @@
+// IPv4 and IPv6 CIDR blocks and the address normalisation admission relies on: an
+// IPv4-mapped IPv6 address (::ffff:1.2.3.4) is the IPv4 address it carries.
+
+import { isIP } from 'node:net';
+
+export interface Cidr {
+  readonly family: 4 | 6;
+  /** Network address as an integer, already masked. */
+  readonly network: bigint;
+  readonly prefix: number;
+  /** The text it was parsed from, for logs and --help. */
+  readonly text: string;
+}
+
+const MAPPED_PREFIX = '::ffff:';
+
+/** Strips the IPv4-mapped prefix so one client has one key, whatever socket family it came in on. */
+export function normalizeAddress(address: string): string {
+  if (address.length > MAPPED_PREFIX.length && address.slice(0, MAPPED_PREFIX.length).toLowerCase() === MAPPED_PREFIX) {
+    const rest = address.slice(MAPPED_PREFIX.length);
+    if (isIP(rest) === 4) return rest;
+  }
+  return address;
+}
+
+/** Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128); undefined when invalid. */
+export function parseCidr(text: string): Cidr | undefined {
+  const slash = text.indexOf('/');
+  const addrText = normalizeAddress(slash === -1 ? text : text.slice(0, slash));
+  const family = isIP(addrText);
+  if (family === 0) return undefined;
+  const bits = family === 4 ? 32 : 128;
+  let prefix = bits;
+  if (slash !== -1) {
+    const p = text.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(p)) return undefined;
+    prefix = Number(p);
+    // A mapped v6 prefix like ::ffff:10.0.0.0/104 becomes the v4 prefix it covers.
+    if (family === 4 && addrText !== text.slice(0, slash)) prefix -= 96;
+    if (prefix < 0 || prefix > bits) return undefined;
+  }
+  const value = addressToBigInt(addrText, family as 4 | 6);
+  return { family: family as 4 | 6, network: value & mask(bits, prefix), prefix, text };
+}
+
+function mask(bits: number, prefix: number): bigint {
+  if (prefix === 0) return 0n;
+  return ((1n << BigInt(prefix)) - 1n) << BigInt(bits - prefix);
+}
+
+function addressToBigInt(address: string, family: 4 | 6): bigint {
+  if (family === 4) {
+    let v = 0n;
+    for (const part of address.split('.')) v = (v << 8n) | BigInt(Number(part));
+    return v;
+  }
+  let text = address;
+  const zone = text.indexOf('%');
+  if (zone !== -1) text = text.slice(0, zone);
+  // An embedded dotted IPv4 tail (::ffff:1.2.3.4 not caught above, 64:ff9b::1.2.3.4) is two groups.
+  const lastColon = text.lastIndexOf(':');
+  const tail = text.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const v4 = addressToBigInt(tail, 4);
+    text = `${text.slice(0, lastColon + 1)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
+  }
+  const [head, rest] = text.split('::') as [string, string | undefined];
+  const headGroups = head === '' ? [] : head.split(':');
+  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
+  const groups = rest === undefined ? headGroups : [...headGroups, ...Array(8 - headGroups.length - restGroups.length).fill('0'), ...restGroups];
+  let v = 0n;
+  for (const g of groups) v = (v << 16n) | BigInt(parseInt(g, 16));
+  return v;
+}
+
+/** A set of CIDR blocks, matched against normalised addresses. */
+export class CidrList {
+  private readonly blocks: readonly Cidr[];
+  private readonly cache = new Map<string, boolean>();
+  private static readonly CACHE_MAX = 4096;
+
+  constructor(blocks: readonly Cidr[]) {
+    this.blocks = blocks;
+  }
+
+  get size(): number {
+    return this.blocks.length;
+  }
+
+  /** True when `address` (already normalised) falls in any block. */
+  contains(address: string): boolean {
+    if (this.blocks.length === 0) return false;
+    const hit = this.cache.get(address);
+    if (hit !== undefined) return hit;
+    const family = isIP(address);
+    let result = false;
+    if (family !== 0) {
+      const bits = family === 4 ? 32 : 128;
+      const value = addressToBigInt(address, family as 4 | 6);
+      result = this.blocks.some((b) => b.family === family && (value & mask(bits, b.prefix)) === b.network);
+    }
+    // Bounded memo: a flood from many addresses must not grow it without limit.
+    if (this.cache.size >= CidrList.CACHE_MAX) this.cache.clear();
+    this.cache.set(address, result);
+    return result;
+  }
+}

@@ -1,0 +1,304 @@
+// The daemon's configuration: one table of options with their defaults, filled from
+// flags > env (TLS_ECHOD_*) > JSON file (--config) > defaults, validated at once with every
+// problem listed, and frozen. A reload builds a new Config the same way and swaps it in only
+// if it is valid.
+
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { ConfigError } from './errors';
+import { parseCidr, type Cidr } from './cidr';
+
+export type KeyType = 'ecdsa-p256' | 'rsa-2048' | 'rsa-3072';
+export type LogFormat = 'json' | 'text';
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface Config {
+  readonly listen: HostPort;
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
+  readonly chainFile: string | undefined;
+  readonly certDir: string;
+  readonly sans: readonly string[];
+  readonly keyType: KeyType;
+  readonly certDays: number;
+  readonly minTls: 'TLSv1.2' | 'TLSv1.3';
+  readonly handshakeTimeoutMs: number;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  readonly workers: number;
+  readonly maxSessions: number;
+  readonly maxPending: number;
+  readonly pendingTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly sessionTimeoutMs: number;
+  readonly connRatePerSec: number;
+  readonly connBurst: number;
+  readonly maxConnsPerIp: number;
+  readonly bandwidthBytesPerSec: number;
+  readonly maxSessionBytes: number;
+  readonly allow: readonly Cidr[];
+  readonly deny: readonly Cidr[];
+  readonly ticketRotationSec: number;
+  readonly drainTimeoutMs: number;
+  readonly admin: HostPort | undefined;
+  readonly renewCheckSec: number;
+  /** The --config file this config was read from, for reload. */
+  readonly configFile: string | undefined;
+}
+
+type Raw = string | number | boolean | readonly unknown[] | undefined;
+
+interface OptionSpec {
+  /** Config field it fills. */
+  readonly field: keyof Config;
+  /** Flag name without dashes; also the JSON key (camelCased) and env name (UPPER_SNAKE). */
+  readonly flag: string;
+  /** Placeholder shown in --help; omitted for boolean flags. */
+  readonly arg: string;
+  readonly description: string;
+  /** Default as a user would write it (shown in --help and the README). */
+  readonly defaultText: string;
+  readonly repeatable?: boolean;
+  /** Turns a raw value (string from flag/env, JSON value from file) into the field's value or throws a message. */
+  readonly parse: (raw: Raw) => unknown;
+  /** Value when nothing set it; a function when it depends on the environment. */
+  readonly default: unknown;
+}
+
+class Problem extends Error {}
+
+function intParser(min: number, max = Number.MAX_SAFE_INTEGER, unit = '') {
+  return (raw: Raw): number => {
+    const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
+    if (!/^\d+$/.test(text)) throw new Problem(`must be a whole number${unit}, got ${JSON.stringify(raw)}`);
+    const n = Number(text);
+    if (n < min || n > max) throw new Problem(`must be between ${min} and ${max}${unit}, got ${n}`);
+    return n;
+  };
+}
+
+function enumParser<T extends string>(values: readonly T[]) {
+  return (raw: Raw): T => {
+    const text = String(raw);
+    if (!(values as readonly string[]).includes(text)) {
+      throw new Problem(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+    }
+    return text as T;
+  };
+}
+
+function stringParser(raw: Raw): string {
+  if (typeof raw !== 'string' || raw.length === 0) throw new Problem(`must be a non-empty string, got ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
+export function parseHostPort(text: string): HostPort {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
+  if (!m) throw new Problem(`must be host:port (e.g. 127.0.0.1:4433 or [::1]:4433), got ${JSON.stringify(text)}`);
+  const host = m[1] ?? (m[2] || '0.0.0.0');
+  const port = Number(m[3]);
+  if (port > 65535) throw new Problem(`port must be 0-65535, got ${port}`);
+  if (m[1] !== undefined && isIP(host) !== 6) throw new Problem(`[${host}] is not an IPv6 address`);
+  return { host, port };
+}
+
+function hostPortParser(raw: Raw): HostPort {
+  if (typeof raw !== 'string') throw new Problem(`must be a host:port string, got ${JSON.stringify(raw)}`);
+  return parseHostPort(raw);
+}
+
+function listOf<T>(item: (raw: string) => T) {
+  return (raw: Raw): T[] => {
+    const items: unknown[] = Array.isArray(raw) ? [...raw] : typeof raw === 'string' ? raw.split(',') : [raw];
+    const out: T[] = [];
+    for (const it of items) {
+      if (typeof it !== 'string') throw new Problem(`must be a list of strings, got ${JSON.stringify(it)}`);
+      const trimmed = it.trim();
+      if (trimmed !== '') out.push(item(trimmed));
+    }
+    return out;
+  };
+}
+
+function cidrItem(text: string): Cidr {
+  const c = parseCidr(text);
+  if (!c) throw new Problem(`${JSON.stringify(text)} is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, ::1/128)`);
+  return c;
+}
+
+function sanItem(text: string): string {
+  if (isIP(text) || /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$/.test(text)) return text;
+  throw new Problem(`${JSON.stringify(text)} is neither a DNS name nor an IP address`);
+}
+
+function workersParser(raw: Raw): number {
+  if (raw === 'auto') return availableParallelism();
+  return intParser(0, 256)(raw);
+}
+
+const MS = ' (ms)';
+
+/** Every `serve` option: flag, env var and JSON key are derived from `flag`. Order is --help order. */
+export const OPTIONS: readonly OptionSpec[] = [
+  { field: 'listen', flag: 'listen', arg: '<host:port>', description: 'address to listen on', defaultText: '127.0.0.1:4433', default: { host: '127.0.0.1', port: 4433 }, parse: hostPortParser },
+  { field: 'certFile', flag: 'cert', arg: '<pem>', description: 'serve this PEM certificate (with --key) instead of generating one', defaultText: 'none', default: undefined, parse: stringParser },
+  { field: 'keyFile', flag: 'key', arg: '<pem>', description: 'PEM private key for --cert', defaultText: 'none', default: undefined, parse: stringParser },
+  { field: 'chainFile', flag: 'chain', arg: '<pem>', description: 'PEM intermediate certificates sent after --cert', defaultText: 'none', default: undefined, parse: stringParser },
+  { field: 'certDir', flag: 'cert-dir', arg: '<dir>', description: 'directory for the self-generated CA and leaf', defaultText: './certs', default: './certs', parse: stringParser },
+  { field: 'sans', flag: 'san', arg: '<name>', description: 'extra DNS name or IP for a generated leaf (repeatable)', defaultText: 'none', default: [], repeatable: true, parse: listOf(sanItem) },
+  { field: 'keyType', flag: 'key-type', arg: '<type>', description: 'key type of generated certificates: ecdsa-p256, rsa-2048 or rsa-3072', defaultText: 'ecdsa-p256', default: 'ecdsa-p256', parse: enumParser<KeyType>(['ecdsa-p256', 'rsa-2048', 'rsa-3072']) },
+  { field: 'certDays', flag: 'cert-days', arg: '<n>', description: 'lifetime of a generated leaf (days)', defaultText: '90', default: 90, parse: intParser(1, 3650, ' (days)') },
+  { field: 'minTls', flag: 'min-tls', arg: '<version>', description: 'lowest TLS version accepted: 1.2 or 1.3', defaultText: '1.2', default: 'TLSv1.2', parse: (raw) => (enumParser(['1.2', '1.3'])(raw) === '1.2' ? 'TLSv1.2' : 'TLSv1.3') },
+  { field: 'handshakeTimeoutMs', flag: 'handshake-timeout', arg: '<ms>', description: 'time a client has to finish the TLS handshake (ms)', defaultText: '10000', default: 10000, parse: intParser(1, 3_600_000, MS) },
+  { field: 'logLevel', flag: 'log-level', arg: '<level>', description: 'error, warn, info or debug', defaultText: 'info', default: 'info', parse: enumParser<LogLevel>(['error', 'warn', 'info', 'debug']) },
+  { field: 'logFormat', flag: 'log-format', arg: '<format>', description: 'json or text', defaultText: 'json (text on a terminal)', default: () => (process.stdout.isTTY ? 'text' : 'json'), parse: enumParser<LogFormat>(['json', 'text']) },
+  { field: 'workers', flag: 'workers', arg: '<n|auto>', description: 'worker processes; auto = available CPUs; 0 = inline in the supervisor', defaultText: 'auto', default: () => availableParallelism(), parse: workersParser },
+  { field: 'maxSessions', flag: 'max-sessions', arg: '<n>', description: 'concurrent sessions, whole daemon', defaultText: '10000', default: 10000, parse: intParser(1, 10_000_000) },
+  { field: 'maxPending', flag: 'max-pending', arg: '<n>', description: 'admitted connections that may wait for a free slot', defaultText: '1000', default: 1000, parse: intParser(0, 10_000_000) },
+  { field: 'pendingTimeoutMs', flag: 'pending-timeout', arg: '<ms>', description: 'longest wait for a free slot (ms)', defaultText: '5000', default: 5000, parse: intParser(1, 3_600_000, MS) },
+  { field: 'idleTimeoutMs', flag: 'idle-timeout', arg: '<ms>', description: 'close a session after this long without data from the client (ms; 0 = off)', defaultText: '60000', default: 60000, parse: intParser(0, 2_147_483_647, MS) },
+  { field: 'sessionTimeoutMs', flag: 'session-timeout', arg: '<ms>', description: 'longest session lifetime (ms; 0 = unlimited)', defaultText: '0', default: 0, parse: intParser(0, 2_147_483_647, MS) },
+  { field: 'connRatePerSec', flag: 'conn-rate', arg: '<per-s>', description: 'new connections per second per source IP (token bucket rate)', defaultText: '100', default: 100, parse: intParser(1, 1_000_000_000) },
+  { field: 'connBurst', flag: 'conn-burst', arg: '<n>', description: 'token bucket size for --conn-rate', defaultText: '200', default: 200, parse: intParser(1, 1_000_000_000) },
+  { field: 'maxConnsPerIp', flag: 'max-conns-per-ip', arg: '<n>', description: 'concurrent sessions (and waiting connections) per source IP', defaultText: '512', default: 512, parse: intParser(1, 10_000_000) },
+  { field: 'bandwidthBytesPerSec', flag: 'bandwidth', arg: '<bytes/s>', description: 'echo rate cap per session (bytes/s; 0 = unlimited)', defaultText: '0', default: 0, parse: intParser(0) },
+  { field: 'maxSessionBytes', flag: 'max-session-bytes', arg: '<bytes>', description: 'bytes a session may echo before it is closed (0 = unlimited)', defaultText: '0', default: 0, parse: intParser(0) },
+  { field: 'allow', flag: 'allow', arg: '<cidr>', description: 'only admit these source addresses (repeatable; default: all)', defaultText: 'all', default: [], repeatable: true, parse: listOf(cidrItem) },
+  { field: 'deny', flag: 'deny', arg: '<cidr>', description: 'refuse these source addresses (repeatable; wins over --allow)', defaultText: 'none', default: [], repeatable: true, parse: listOf(cidrItem) },
+  { field: 'ticketRotationSec', flag: 'ticket-rotation', arg: '<s>', description: 'TLS session ticket key rotation period (s)', defaultText: '3600', default: 3600, parse: intParser(1, 30 * 86400, ' (s)') },
+  { field: 'drainTimeoutMs', flag: 'drain-timeout', arg: '<ms>', description: 'on shutdown, time sessions get to finish before they are closed (ms)', defaultText: '10000', default: 10000, parse: intParser(0, 3_600_000, MS) },
+  { field: 'admin', flag: 'admin', arg: '<host:port>', description: 'admin HTTP listener for /metrics, /healthz, /readyz (off by default; keep it on loopback)', defaultText: 'off', default: undefined, parse: hostPortParser },
+  { field: 'renewCheckSec', flag: 'renew-check', arg: '<s>', description: 'how often a self-generated leaf is checked for renewal (s)', defaultText: '3600', default: 3600, parse: intParser(1, 86400, ' (s)') },
+];
+
+export const ENV_PREFIX = 'TLS_ECHOD_';
+
+export function envName(flag: string): string {
+  return ENV_PREFIX + flag.replace(/-/g, '_').toUpperCase();
+}
+
+export function jsonKey(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** Env vars of ours that are not options. */
+const ENV_NOT_OPTIONS = new Set([envName('config')]);
+
+export interface ConfigSources {
+  /** Values from the command line, keyed by JSON key (commander's camelCase). */
+  readonly flags: Readonly<Record<string, Raw>>;
+  readonly env: NodeJS.ProcessEnv;
+  /** --config path (flag or TLS_ECHOD_CONFIG), read by loadConfig. */
+  readonly configFile?: string | undefined;
+}
+
+/** Builds and validates a Config; throws ConfigError listing every problem. */
+export function loadConfig(sources: ConfigSources): Config {
+  const problems: string[] = [];
+  const configFile = sources.configFile ?? sources.env[envName('config')];
+  let file: Record<string, unknown> = {};
+  if (configFile !== undefined) {
+    try {
+      const parsed: unknown = JSON.parse(readFileSync(configFile, 'utf8'));
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        problems.push(`--config ${configFile}: must hold a JSON object of options`);
+      } else {
+        file = parsed as Record<string, unknown>;
+      }
+    } catch (err) {
+      const why = err instanceof SyntaxError ? `not valid JSON (${err.message})` : (err as Error).message;
+      problems.push(`--config ${configFile}: ${why} (give a readable JSON file, or leave --config out)`);
+    }
+  }
+
+  const known = new Set(OPTIONS.map((o) => jsonKey(o.flag)));
+  for (const key of Object.keys(file)) {
+    if (!known.has(key)) problems.push(`--config ${configFile}: unknown key ${JSON.stringify(key)}${suggest(key, [...known])}`);
+  }
+  const knownEnv = new Set(OPTIONS.map((o) => envName(o.flag)));
+  for (const name of Object.keys(sources.env)) {
+    if (name.startsWith(ENV_PREFIX) && !knownEnv.has(name) && !ENV_NOT_OPTIONS.has(name)) {
+      problems.push(`env ${name}: unknown option${suggest(name, [...knownEnv])}`);
+    }
+  }
+
+  const out: Record<string, unknown> = { configFile };
+  for (const opt of OPTIONS) {
+    const key = jsonKey(opt.flag);
+    const env = envName(opt.flag);
+    let raw: Raw;
+    let where: string;
+    if (sources.flags[key] !== undefined) {
+      raw = sources.flags[key];
+      where = `--${opt.flag}`;
+    } else if (sources.env[env] !== undefined && sources.env[env] !== '') {
+      raw = sources.env[env];
+      where = `env ${env}`;
+    } else if (file[key] !== undefined) {
+      raw = file[key] as Raw;
+      where = `--config key "${key}"`;
+    } else {
+      out[opt.field] = typeof opt.default === 'function' ? (opt.default as () => unknown)() : opt.default;
+      continue;
+    }
+    try {
+      out[opt.field] = opt.parse(raw);
+    } catch (err) {
+      if (!(err instanceof Problem)) throw err;
+      problems.push(`${where}: ${err.message}`);
+    }
+  }
+
+  if (problems.length === 0) crossCheck(out as unknown as Config, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(out) as unknown as Config;
+}
+
+function crossCheck(c: Config, problems: string[]): void {
+  if ((c.certFile === undefined) !== (c.keyFile === undefined)) {
+    problems.push('--cert and --key go together: give both to serve your own certificate, or neither to generate one in --cert-dir');
+  }
+  if (c.chainFile !== undefined && c.certFile === undefined) {
+    problems.push('--chain needs --cert and --key (it holds the intermediates sent after your certificate)');
+  }
+  if (c.connBurst < 1) problems.push('--conn-burst must be at least 1');
+}
+
+function suggest(name: string, candidates: readonly string[]): string {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const c of candidates) {
+    const d = editDistance(name.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return best === undefined ? '' : ` (did you mean ${best}?)`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** Formats host:port, bracketing IPv6. */
+export function formatHostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
