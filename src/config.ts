@@ -256,7 +256,7 @@ export function loadConfig(sources: ConfigSources): Config {
     }
   }
 
-  if (problems.length === 0) crossCheck(out as unknown as Config, problems);
+  crossCheck(out as unknown as Config, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(out) as unknown as Config;
 }

@@ -1,0 +1,26 @@
+// Adds the option table of src/config.ts to a commander command, so flags, env vars and JSON
+// keys can't drift apart. Values stay raw strings here: loadConfig validates them all at once.
+
+import type { Command } from 'commander';
+import { envName, OPTIONS, type ConfigSources } from '../config';
+
+/** Adds `--config` and the named options (all when `only` is omitted). */
+export function addConfigOptions(command: Command, only?: readonly string[]): Command {
+  command.option('--config <file>', `JSON file of options (env ${envName('config')})`);
+  for (const opt of OPTIONS) {
+    if (only && !only.includes(opt.flag)) continue;
+    const help = `${opt.description} [default: ${opt.defaultText}; env ${envName(opt.flag)}]`;
+    if (opt.repeatable) {
+      command.option(`--${opt.flag} ${opt.arg}`, help, (value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
+    } else {
+      command.option(`--${opt.flag} ${opt.arg}`, help);
+    }
+  }
+  return command;
+}
+
+/** The sources loadConfig reads, from a command's parsed options and the process env. */
+export function configSources(opts: Record<string, unknown>): ConfigSources {
+  const { config, ...flags } = opts;
+  return { flags: flags as ConfigSources['flags'], env: process.env, configFile: config as string | undefined };
+}

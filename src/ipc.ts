@@ -1,0 +1,26 @@
+// Messages between the supervisor and its worker processes (Node's IPC channel, JSON).
+// Sockets travel as the handle of a `conn` message.
+
+import type { LogFormat, LogLevel } from './config';
+import type { CloseReason } from './session';
+import type { ConnectionClosed, TlsSettings } from './tls-server';
+
+/** ServerIdentity with the ticket keys as base64, since IPC messages are JSON. */
+export interface WireIdentity {
+  readonly key: string;
+  readonly cert: string;
+  readonly ticketKeys: string;
+}
+
+export type ToWorker =
+  | { t: 'init'; index: number; settings: TlsSettings; identity: WireIdentity; logLevel: LogLevel; logFormat: LogFormat }
+  | { t: 'conn'; id: number; ip: string }
+  | { t: 'identity'; identity: WireIdentity }
+  | { t: 'tickets'; ticketKeys: string }
+  | { t: 'settings'; settings: TlsSettings }
+  | { t: 'close-all'; reason: CloseReason };
+
+export type FromWorker =
+  | { t: 'ready' }
+  | { t: 'open'; id: number; handshakeMs: number }
+  | { t: 'closed'; report: ConnectionClosed };

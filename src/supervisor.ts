@@ -1,0 +1,395 @@
+// The supervisor: the daemon's main process. It owns the listening sockets, decides admission
+// before any TLS work, keeps every count that must be exact across the daemon (sessions per
+// IP, sessions in all), the pending queue, the ticket keys, the certificates, reload and
+// shutdown. Workers (or the inline server) only run handshakes and echo.
+
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { Admission, type RefuseReason } from './admission';
+import { AdminServer } from './admin-server';
+import { ensureCertificates, loadGivenCertificates, needsRenewal, type TlsMaterial } from './certs';
+import { normalizeAddress } from './cidr';
+import { formatHostPort, type Config, type HostPort } from './config';
+import { ListenError, systemErrorCode } from './errors';
+import { SampledLog, type Logger } from './logger';
+import { Metrics } from './metrics';
+import { PendingQueue } from './pending-queue';
+import { SdNotifier } from './systemd';
+import type { ConnectionClosed, TlsSettings } from './tls-server';
+import { WorkerPool } from './worker-pool';
+
+const TICKET_KEYS_BYTES = 48;
+const SWEEP_INTERVAL_MS = 10_000;
+/** After the drain deadline, how long closed sessions get to report before we exit anyway (ms). */
+const FINAL_CLOSE_GRACE_MS = 2000;
+
+export interface SupervisorOptions {
+  /** Builds a fresh Config from the same sources (flags, env, file): used by reload. */
+  readonly reloadConfig: () => Config;
+  /** Listening descriptors from systemd socket activation; --listen is ignored when given. */
+  readonly listenFds?: readonly number[] | undefined;
+  readonly version: string;
+}
+
+interface Held {
+  readonly ip: string;
+  readonly socket: net.Socket;
+}
+
+export function tlsSettingsOf(config: Config): TlsSettings {
+  return {
+    minTls: config.minTls,
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    sessionTimeoutMs: config.sessionTimeoutMs,
+    bandwidthBytesPerSec: config.bandwidthBytesPerSec,
+    maxSessionBytes: config.maxSessionBytes,
+  };
+}
+
+/** Loads the given certificate files, or makes sure the self-generated ones are there and fresh. */
+export async function loadTlsMaterial(config: Config, logger: Logger): Promise<TlsMaterial> {
+  if (config.certFile !== undefined && config.keyFile !== undefined) {
+    return loadGivenCertificates({ certFile: config.certFile, keyFile: config.keyFile, chainFile: config.chainFile });
+  }
+  const { material, action } = await ensureCertificates({
+    certDir: config.certDir,
+    sans: config.sans,
+    keyType: config.keyType,
+    certDays: config.certDays,
+  });
+  if (action !== 'reused') {
+    logger.info(action === 'generated' ? 'generated a local CA and server certificate' : 'renewed the server certificate (same CA)', {
+      certDir: config.certDir,
+      notAfter: material.leaf.notAfter.toISOString(),
+    });
+  }
+  return material;
+}
+
+export class Supervisor {
+  private config: Config;
+  private material!: TlsMaterial;
+  private ticketKeys = randomBytes(TICKET_KEYS_BYTES);
+  private readonly admission: Admission;
+  private readonly pending: PendingQueue<Held>;
+  private pool: WorkerPool | undefined;
+  private readonly listeners: net.Server[] = [];
+  private readonly refusalLog: SampledLog;
+  private readonly notifier: SdNotifier;
+  readonly metrics: Metrics;
+  private admin: AdminServer | undefined;
+  private adminBound: HostPort | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  /** Connections handed to a worker and not yet closed: the session slots in use. */
+  private readonly held = new Map<number, Held>();
+  private nextId = 1;
+  private ready = false;
+  private draining = false;
+  private stopped: Promise<void> | undefined;
+  private drainWaiter: (() => void) | undefined;
+  private renewing = false;
+  private resolveDone!: () => void;
+  /** Settles when shutdown has finished. */
+  readonly done = new Promise<void>((resolve) => (this.resolveDone = resolve));
+
+  constructor(
+    config: Config,
+    private readonly logger: Logger,
+    private readonly options: SupervisorOptions,
+  ) {
+    this.config = config;
+    this.admission = new Admission(config);
+    this.pending = new PendingQueue<Held>(config.maxPending, config.pendingTimeoutMs, (h) => this.refuseHeld(h, 'pending-timeout'));
+    this.refusalLog = new SampledLog(logger);
+    this.notifier = new SdNotifier(process.env, logger);
+    this.metrics = new Metrics({
+      sessionsActive: () => this.held.size,
+      connectionsPending: () => this.pending.length,
+      workersReady: () => this.pool?.readyCount ?? 0,
+      version: options.version,
+    });
+  }
+
+  /** Addresses actually listened on (after start), for logs and tests. */
+  get addresses(): HostPort[] {
+    return this.listeners.map((l) => {
+      const a = l.address() as net.AddressInfo;
+      return { host: a.address, port: a.port };
+    });
+  }
+
+  get adminAddress(): HostPort | undefined {
+    return this.adminBound;
+  }
+
+  get tls(): TlsMaterial {
+    return this.material;
+  }
+
+  /** Counts for tests and STATUS=: sessions in slots, waiting, and IPs tracked. */
+  get counts(): { sessions: number; pending: number; ipsHeld: number; workersReady: number } {
+    return { sessions: this.held.size, pending: this.pending.length, ipsHeld: this.admission.perIp.size, workersReady: this.pool?.readyCount ?? 0 };
+  }
+
+  async start(): Promise<void> {
+    this.material = await loadTlsMaterial(this.config, this.logger);
+    this.updateCertificateMetrics();
+    const pool = new WorkerPool(
+      {
+        workers: this.config.workers,
+        settings: tlsSettingsOf(this.config),
+        identity: this.identity(),
+        logLevel: this.config.logLevel,
+        logFormat: this.config.logFormat,
+      },
+      {
+        onOpen: (_id, handshakeMs) => this.metrics.handshakeCompleted(handshakeMs),
+        onClosed: this.poolOnClosed,
+        onWorkerReady: () => this.dispatchPending(),
+        onWorkerRestart: () => this.metrics.workerRestarted(),
+        onFatal: (err) => {
+          this.logger.error(err.message, { code: (err as { code?: string }).code });
+          process.exitCode = 1;
+          void this.shutdown('fatal');
+        },
+      },
+      this.logger,
+    );
+    this.pool = pool;
+    await pool.start();
+    if (this.config.admin !== undefined) {
+      this.admin = new AdminServer({ address: this.config.admin, metrics: this.metrics, isReady: () => this.ready && !this.draining, logger: this.logger });
+      this.adminBound = await this.admin.listen();
+    }
+    await this.listen();
+    this.startTimers();
+    this.ready = true;
+    this.notifier.ready(this.statusText());
+    this.notifier.startWatchdog();
+  }
+
+  private identity(): { key: string; cert: string; ticketKeys: Buffer } {
+    return { key: this.material.key, cert: this.material.cert, ticketKeys: this.ticketKeys };
+  }
+
+  private async listen(): Promise<void> {
+    const targets: Array<{ fd: number } | { host: string; port: number }> =
+      this.options.listenFds && this.options.listenFds.length > 0 ? this.options.listenFds.map((fd) => ({ fd })) : [this.config.listen];
+    for (const target of targets) {
+      const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.serverOnConnection);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => reject(listenError(target, err)));
+        server.listen({ ...target, backlog: 4096 }, () => {
+          server.removeAllListeners('error');
+          server.on('error', (err) => this.logger.error('listener error', { error: err.message }));
+          resolve();
+        });
+      });
+      this.listeners.push(server);
+    }
+  }
+
+  private startTimers(): void {
+    const every = (ms: number, fn: () => void): void => {
+      const t = setInterval(fn, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(this.config.ticketRotationSec * 1000, () => this.rotateTicketKeys());
+    every(SWEEP_INTERVAL_MS, () => this.admission.sweep());
+    every(this.config.renewCheckSec * 1000, () => void this.renewIfDue());
+  }
+
+  // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
+  private readonly serverOnConnection = (socket: net.Socket): void => {
+    const ip = normalizeAddress(socket.remoteAddress ?? '');
+    if (this.draining) {
+      this.refuse(socket, ip, 'shutdown');
+      return;
+    }
+    const refused = this.admission.admit(ip);
+    if (refused !== undefined) {
+      this.refuse(socket, ip, refused);
+      return;
+    }
+    this.metrics.connectionAccepted();
+    const held: Held = { ip, socket };
+    if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
+      const worker = this.pool!.pick();
+      if (worker !== undefined) {
+        this.dispatch(held, worker);
+        return;
+      }
+    }
+    if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
+  };
+
+  private dispatch(held: Held, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
+    const id = this.nextId++;
+    this.held.set(id, held);
+    worker.dispatch(held.socket, { id, ip: held.ip });
+  }
+
+  /** Moves waiting connections into free slots, oldest first. */
+  private dispatchPending(): void {
+    while (this.pending.length > 0 && this.held.size < this.config.maxSessions) {
+      const worker = this.pool!.pick();
+      if (worker === undefined) return;
+      const held = this.pending.shift()!;
+      if (held.socket.destroyed) {
+        this.admission.release(held.ip);
+        continue;
+      }
+      this.dispatch(held, worker);
+    }
+  }
+
+  private readonly poolOnClosed = (report: ConnectionClosed): void => {
+    const held = this.held.get(report.id);
+    if (held === undefined) return;
+    this.held.delete(report.id);
+    this.admission.release(held.ip);
+    if (report.reason === 'handshake-failed' || report.reason === 'handshake-timeout') {
+      this.metrics.handshakeFailed(report.reason);
+    } else {
+      this.metrics.sessionClosed(report.reason, report.durationMs, report.bytesIn, report.bytesOut);
+    }
+    if (this.pending.length > 0) this.dispatchPending();
+    if (this.draining && this.held.size === 0) this.drainWaiter?.();
+  };
+
+  private refuseHeld(held: Held, reason: RefuseReason): void {
+    this.admission.release(held.ip);
+    this.refuse(held.socket, held.ip, reason);
+  }
+
+  private refuse(socket: net.Socket, ip: string, reason: RefuseReason): void {
+    // A reset, before any ServerHello: the refusal costs no handshake.
+    socket.resetAndDestroy();
+    this.metrics.connectionRefused(reason);
+    this.refusalLog.log('info', reason, 'connection refused', { remoteAddress: ip, reason });
+  }
+
+  private rotateTicketKeys(): void {
+    this.ticketKeys = randomBytes(TICKET_KEYS_BYTES);
+    this.pool?.setTicketKeys(this.ticketKeys);
+    this.logger.debug('ticket keys rotated');
+  }
+
+  private async renewIfDue(): Promise<void> {
+    if (this.material.source !== 'generated' || this.renewing || this.draining) return;
+    if (!needsRenewal(this.material.leaf)) return;
+    this.renewing = true;
+    try {
+      this.material = await loadTlsMaterial(this.config, this.logger);
+      this.pool?.setIdentity(this.identity());
+      this.updateCertificateMetrics();
+    } catch (err) {
+      this.logger.error('certificate renewal failed; the current certificate keeps serving', { error: (err as Error).message });
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  /**
+   * SIGHUP: re-reads the config file and certificates and applies them to new connections.
+   * Anything invalid is rejected whole and the old config keeps serving. Resolves to success.
+   */
+  async reload(): Promise<boolean> {
+    if (this.draining) return false;
+    this.notifier.reloading();
+    try {
+      const next = this.options.reloadConfig();
+      const material = await loadTlsMaterial(next, this.logger);
+      for (const field of ['listen', 'workers', 'admin', 'logFormat'] as const) {
+        if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
+          this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });
+        }
+      }
+      this.config = next;
+      this.material = material;
+      this.admission.update(next);
+      this.pending.setLimits(next.maxPending, next.pendingTimeoutMs);
+      this.pool?.setSettings(tlsSettingsOf(next));
+      this.pool?.setIdentity(this.identity());
+      this.logger.level = next.logLevel;
+      this.updateCertificateMetrics();
+      this.metrics.reload(true);
+      this.logger.info('reloaded', { leafFingerprint256: material.leaf.fingerprint256, notAfter: material.leaf.notAfter.toISOString() });
+      return true;
+    } catch (err) {
+      this.metrics.reload(false);
+      this.logger.error('reload failed; the previous configuration keeps serving', { error: (err as Error).message });
+      return false;
+    } finally {
+      this.notifier.ready(this.statusText());
+    }
+  }
+
+  private updateCertificateMetrics(): void {
+    this.metrics.setCertificateNotAfter('leaf', this.material.leaf.notAfter);
+    this.metrics.setCertificateNotAfter('ca', this.material.caInfo?.notAfter);
+  }
+
+  private statusText(): string {
+    return `${this.held.size} sessions, ${this.pending.length} waiting, ${this.pool?.readyCount ?? 0}/${this.pool?.size ?? 0} workers ready`;
+  }
+
+  /**
+   * Stops accepting at once, lets sessions finish until --drain-timeout, then closes the rest
+   * with reason `shutdown`. Runs once; later calls return the same promise.
+   */
+  shutdown(why: string): Promise<void> {
+    this.stopped ??= this.runShutdown(why);
+    return this.stopped;
+  }
+
+  private async runShutdown(why: string): Promise<void> {
+    this.draining = true;
+    this.logger.info('shutting down', { why, sessions: this.held.size, drainTimeoutMs: this.config.drainTimeoutMs });
+    this.notifier.stopping();
+    // close() stops accepting now; its callback would wait for every inline session to end.
+    for (const l of this.listeners) l.close();
+    for (const h of this.pending.drain()) this.refuseHeld(h, 'shutdown');
+    for (const t of this.timers) clearInterval(t);
+    if (!(await this.waitForSessions(this.config.drainTimeoutMs))) {
+      this.logger.info('drain timeout: closing remaining sessions', { sessions: this.held.size });
+      this.pool?.closeAll('shutdown');
+      await this.waitForSessions(FINAL_CLOSE_GRACE_MS);
+    }
+    await this.pool?.stop();
+    await this.admin?.close();
+    await this.notifier.flush();
+    this.notifier.close();
+    this.logger.info('stopped');
+    this.resolveDone();
+  }
+
+  /** Resolves true once no session is held, false if `ms` pass first. */
+  private waitForSessions(ms: number): Promise<boolean> {
+    if (this.held.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.drainWaiter = undefined;
+        resolve(false);
+      }, ms);
+      this.drainWaiter = () => {
+        clearTimeout(timer);
+        this.drainWaiter = undefined;
+        resolve(true);
+      };
+    });
+  }
+}
+
+function listenError(target: { fd: number } | { host: string; port: number }, err: Error): ListenError {
+  const where = 'fd' in target ? `socket-activated fd ${target.fd}` : `--listen ${formatHostPort(target.host, target.port)}`;
+  const hints: Record<string, string> = {
+    EADDRINUSE: 'address in use (stop whatever holds it, or pick another port with --listen)',
+    EACCES: 'permission denied (ports below 1024 need privileges: use a higher port or systemd socket activation)',
+    EADDRNOTAVAIL: 'address not available on this machine (check the host part of --listen)',
+  };
+  const code = systemErrorCode(err);
+  return new ListenError(`${where}: ${(code && hints[code]) ?? err.message}`, { cause: err });
+}

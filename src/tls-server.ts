@@ -1,0 +1,216 @@
+// The TLS transport of one worker (or of the supervisor itself with --workers 0): a
+// tls.Server that never listens. The supervisor hands it raw, admitted sockets; it runs the
+// handshake, starts an EchoSession, and reports each connection's end exactly once, whatever
+// way it ended, so the supervisor's slot and per-IP counts stay exact.
+
+import type { Socket } from 'node:net';
+import tls from 'node:tls';
+import { EchoSession, type CloseReason, type SessionLimits, type SessionSummary } from './session';
+import { SampledLog, type Logger } from './logger';
+
+/** What the supervisor knows of a connection when it hands it over. */
+export interface ConnectionMeta {
+  readonly id: number;
+  /** Normalised client address (IPv4-mapped IPv6 shown as IPv4). */
+  readonly ip: string;
+}
+
+/** Reported once per connection, when its socket has closed. */
+export interface ConnectionClosed {
+  readonly id: number;
+  readonly reason: CloseReason;
+  /** Handshake time (ms), or undefined when no session was established. */
+  readonly handshakeMs: number | undefined;
+  readonly durationMs: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+export interface TlsSettings extends SessionLimits {
+  readonly minTls: 'TLSv1.2' | 'TLSv1.3';
+  readonly handshakeTimeoutMs: number;
+}
+
+export interface ServerIdentity {
+  readonly key: string;
+  readonly cert: string;
+  /** 48 bytes shared by every worker so a ticket from one resumes on any other. */
+  readonly ticketKeys: Buffer;
+}
+
+export interface TlsEchoServerEvents {
+  /** A handshake completed (ms since the socket was handed over). */
+  onOpen(id: number, handshakeMs: number): void;
+  onClosed(report: ConnectionClosed): void;
+}
+
+interface Connection {
+  readonly meta: ConnectionMeta;
+  readonly socket: Socket;
+  readonly acceptedAt: number;
+  reason: CloseReason | undefined;
+  handshakeMs: number | undefined;
+  session: EchoSession | undefined;
+  summary: SessionSummary | undefined;
+  /** What the handshake agreed, kept for the log line (a closed socket no longer says). */
+  agreed: { tlsVersion: string | null; cipher: string | undefined; sni: string | undefined; alpn: string | undefined; remotePort: number | undefined } | undefined;
+}
+
+// tls.Server wraps the raw socket in a TLSSocket whose `_parent` is that raw socket: the only
+// link from the TLS events back to the connection record we attached on hand-over.
+const CONNECTION = Symbol('connection');
+type RawSocket = Socket & { [CONNECTION]?: Connection };
+type WrappedSocket = tls.TLSSocket & { _parent?: RawSocket };
+
+export class TlsEchoServer {
+  private readonly server: tls.Server;
+  private readonly connections = new Set<Connection>();
+  private readonly handshakeLog: SampledLog;
+  private settings: TlsSettings;
+
+  constructor(
+    settings: TlsSettings,
+    identity: ServerIdentity,
+    private readonly events: TlsEchoServerEvents,
+    private readonly logger: Logger,
+  ) {
+    this.settings = settings;
+    this.handshakeLog = new SampledLog(logger);
+    this.server = tls.createServer({
+      ...TlsEchoServer.contextOptions(settings, identity),
+      allowHalfOpen: true,
+      handshakeTimeout: settings.handshakeTimeoutMs,
+      // An echo peer for client tests: agree to the first protocol the client offers.
+      ALPNCallback: ({ protocols }) => protocols[0],
+    });
+    this.server.on('secureConnection', this.serverOnSecureConnection);
+    this.server.on('tlsClientError', this.serverOnTlsClientError);
+  }
+
+  private static contextOptions(settings: TlsSettings, identity: ServerIdentity): tls.SecureContextOptions {
+    return { key: identity.key, cert: identity.cert, minVersion: settings.minTls, ticketKeys: identity.ticketKeys };
+  }
+
+  /** Connections handed over and not yet closed. */
+  get size(): number {
+    return this.connections.size;
+  }
+
+  /** Takes over an admitted raw socket (paused) and starts its handshake. */
+  accept(socket: Socket, meta: ConnectionMeta): void {
+    const conn: Connection = { meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, summary: undefined, agreed: undefined };
+    this.connections.add(conn);
+    (socket as RawSocket)[CONNECTION] = conn;
+    // An established session reports from its own close (which comes after the raw socket's).
+    socket.once('close', () => {
+      if (conn.session === undefined) this.finish(conn);
+    });
+    // A socket that died on its way here (e.g. reset while queued) still gets its one report.
+    if (socket.destroyed) return;
+    socket.setNoDelay(true);
+    this.server.emit('connection', socket);
+  }
+
+  /** New certificate, key or ticket keys for connections from now on; sessions keep theirs. */
+  setIdentity(identity: ServerIdentity): void {
+    this.server.setSecureContext(TlsEchoServer.contextOptions(this.settings, identity));
+  }
+
+  /** Rotates ticket keys only (no new context: cheap). */
+  setTicketKeys(keys: Buffer): void {
+    this.server.setTicketKeys(keys);
+  }
+
+  /** Limits and timeouts for sessions from now on (a reload); minTls applies with the next setIdentity. */
+  setSettings(settings: TlsSettings): void {
+    this.settings = settings;
+    // handshakeTimeout is read per connection from the server's own field.
+    (this.server as tls.Server & { _handshakeTimeout?: number })._handshakeTimeout = settings.handshakeTimeoutMs;
+  }
+
+  /** Ends every connection now with `reason`. */
+  closeAll(reason: CloseReason): void {
+    for (const conn of this.connections) {
+      conn.reason ??= reason;
+      if (conn.session) conn.session.close(reason);
+      else conn.socket.destroy();
+    }
+  }
+
+  private readonly serverOnSecureConnection = (socket: WrappedSocket): void => {
+    const conn = socket._parent?.[CONNECTION];
+    if (conn === undefined) {
+      socket.destroy();
+      return;
+    }
+    socket.disableRenegotiation();
+    conn.handshakeMs = performance.now() - conn.acceptedAt;
+    if (conn.reason !== undefined) {
+      // closeAll ran while this handshake was in flight.
+      socket.destroy();
+      return;
+    }
+    if (this.logger.isInfoEnabled()) {
+      const cipher = socket.getCipher();
+      conn.agreed = {
+        tlsVersion: socket.getProtocol(),
+        cipher: cipher?.standardName ?? cipher?.name,
+        sni: socket.servername || undefined,
+        alpn: socket.alpnProtocol || undefined,
+        remotePort: socket.remotePort,
+      };
+    }
+    conn.session = new EchoSession(socket, this.settings, (summary) => {
+      conn.summary = summary;
+      this.logSession(conn, summary);
+      this.finish(conn);
+    });
+    this.events.onOpen(conn.meta.id, conn.handshakeMs);
+  };
+
+  private readonly serverOnTlsClientError = (err: NodeJS.ErrnoException, socket: WrappedSocket): void => {
+    const conn = socket._parent?.[CONNECTION];
+    const reason: CloseReason = err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? 'handshake-timeout' : 'handshake-failed';
+    if (conn !== undefined) conn.reason ??= reason;
+    // Node only reports the timeout; closing the socket is ours to do.
+    socket.destroy();
+    this.handshakeLog.log('info', reason, 'handshake failed', {
+      sessionId: conn?.meta.id,
+      remoteAddress: conn?.meta.ip,
+      reason,
+      error: err.code ?? err.message,
+    });
+  };
+
+  private finish(conn: Connection): void {
+    if (!this.connections.delete(conn)) return;
+    const summary = conn.summary;
+    this.events.onClosed({
+      id: conn.meta.id,
+      reason: summary?.reason ?? conn.reason ?? (conn.session ? 'peer-closed' : 'handshake-failed'),
+      handshakeMs: conn.session ? conn.handshakeMs : undefined,
+      durationMs: performance.now() - conn.acceptedAt,
+      bytesIn: summary?.bytesIn ?? 0,
+      bytesOut: summary?.bytesOut ?? 0,
+    });
+  }
+
+  private logSession(conn: Connection, summary: SessionSummary): void {
+    if (conn.agreed === undefined || !this.logger.isInfoEnabled()) return;
+    this.logger.info('session ended', {
+      sessionId: conn.meta.id,
+      remoteAddress: conn.meta.ip,
+      ...conn.agreed,
+      bytesIn: summary.bytesIn,
+      bytesOut: summary.bytesOut,
+      handshakeMs: round(conn.handshakeMs),
+      durationMs: round(performance.now() - conn.acceptedAt),
+      reason: summary.reason,
+      error: summary.errorCode,
+    });
+  }
+}
+
+function round(ms: number | undefined): number | undefined {
+  return ms === undefined ? undefined : Math.round(ms * 10) / 10;
+}

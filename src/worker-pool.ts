@@ -1,0 +1,304 @@
+// The supervisor's side of the workers: a bounded pool of processes (or one inline server
+// with --workers 0) that take admitted sockets. It picks the least-loaded ready worker, keeps
+// the handles in flight to each one bounded (send()'s return value is not backpressure),
+// restarts a crashed worker with backoff, and gives up on a crash loop.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import type { LogFormat, LogLevel } from './config';
+import { WorkerCrashLoopError } from './errors';
+import type { FromWorker, ToWorker, WireIdentity } from './ipc';
+import type { Logger } from './logger';
+import type { CloseReason } from './session';
+import { TlsEchoServer, type ConnectionClosed, type ConnectionMeta, type ServerIdentity, type TlsSettings } from './tls-server';
+
+/** Handles sent to one worker and not yet written to its channel. */
+const MAX_IN_FLIGHT_PER_WORKER = 128;
+/** Restart backoff: first delay, doubling per crash in the window, up to the max (ms). */
+const RESTART_BACKOFF_MS = 100;
+const RESTART_BACKOFF_MAX_MS = 10_000;
+/** More crashes than this within the window is a crash loop: the daemon stops. */
+const CRASH_LOOP_LIMIT = 5;
+const CRASH_LOOP_WINDOW_MS = 60_000;
+
+export interface PoolEvents {
+  onOpen(id: number, handshakeMs: number): void;
+  onClosed(report: ConnectionClosed): void;
+  /** A worker became ready (started or restarted): pending connections may move. */
+  onWorkerReady(index: number): void;
+  /** A worker restart was scheduled after an unexpected exit. */
+  onWorkerRestart(index: number): void;
+  /** The pool can't go on (crash loop): the daemon must stop. */
+  onFatal(err: Error): void;
+}
+
+export interface PoolOptions {
+  readonly workers: number;
+  readonly settings: TlsSettings;
+  readonly identity: ServerIdentity;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+}
+
+interface Worker {
+  readonly index: number;
+  /** Connections handed to this worker and not yet reported closed. */
+  readonly held: Set<number>;
+  canTake(): boolean;
+  dispatch(socket: Socket, meta: ConnectionMeta): void;
+  post(message: ToWorker): void;
+  stop(): Promise<void>;
+}
+
+function toWire(identity: ServerIdentity): WireIdentity {
+  return { key: identity.key, cert: identity.cert, ticketKeys: identity.ticketKeys.toString('base64') };
+}
+
+/** --workers 0: the same TlsEchoServer in the supervisor, no IPC. */
+class InlineWorker implements Worker {
+  readonly index = 0;
+  readonly held = new Set<number>();
+  private readonly server: TlsEchoServer;
+
+  constructor(options: PoolOptions, events: PoolEvents, logger: Logger) {
+    this.server = new TlsEchoServer(options.settings, options.identity, {
+      onOpen: events.onOpen,
+      onClosed: (report) => {
+        this.held.delete(report.id);
+        events.onClosed(report);
+      },
+    }, logger);
+  }
+
+  canTake(): boolean {
+    return true;
+  }
+
+  dispatch(socket: Socket, meta: ConnectionMeta): void {
+    this.held.add(meta.id);
+    this.server.accept(socket, meta);
+  }
+
+  post(message: ToWorker): void {
+    switch (message.t) {
+      case 'identity':
+        this.server.setIdentity({ ...message.identity, ticketKeys: Buffer.from(message.identity.ticketKeys, 'base64') });
+        return;
+      case 'tickets':
+        this.server.setTicketKeys(Buffer.from(message.ticketKeys, 'base64'));
+        return;
+      case 'settings':
+        this.server.setSettings(message.settings);
+        return;
+      case 'close-all':
+        this.server.closeAll(message.reason);
+        return;
+      default:
+        return;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAll('shutdown');
+  }
+}
+
+class ProcessWorker implements Worker {
+  readonly held = new Set<number>();
+  ready = false;
+  private inFlight = 0;
+  private exited = false;
+  private readonly exitPromise: Promise<void>;
+
+  constructor(
+    readonly index: number,
+    readonly child: ChildProcess,
+    private readonly onMessage: (worker: ProcessWorker, message: FromWorker) => void,
+    onExit: (worker: ProcessWorker, code: number | null, signal: NodeJS.Signals | null) => void,
+  ) {
+    child.on('message', (message: FromWorker) => this.onMessage(this, message));
+    // Errors on the channel (EPIPE after a crash) surface again as 'exit'; nothing else to do.
+    child.on('error', () => {});
+    this.exitPromise = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exited = true;
+        this.ready = false;
+        onExit(this, code, signal);
+        resolve();
+      });
+    });
+  }
+
+  canTake(): boolean {
+    return this.ready && this.inFlight < MAX_IN_FLIGHT_PER_WORKER;
+  }
+
+  dispatch(socket: Socket, meta: ConnectionMeta): void {
+    this.held.add(meta.id);
+    this.inFlight++;
+    this.child.send({ t: 'conn', id: meta.id, ip: meta.ip } satisfies ToWorker, socket, (err) => {
+      this.inFlight--;
+      // Not delivered: the worker is going away; its exit releases this connection's slot.
+      if (err) socket.destroy();
+    });
+  }
+
+  post(message: ToWorker): void {
+    if (!this.exited && this.child.connected) this.child.send(message, (err) => void err);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.exited) {
+      this.child.disconnect();
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
+      await this.exitPromise;
+      clearTimeout(timer);
+    }
+  }
+}
+
+export class WorkerPool {
+  private readonly workers: Worker[] = [];
+  private readonly crashTimes: number[] = [];
+  private readonly restartTimers = new Set<NodeJS.Timeout>();
+  private stopping = false;
+  private settings: TlsSettings;
+  private identity: ServerIdentity;
+
+  constructor(
+    private readonly options: PoolOptions,
+    private readonly events: PoolEvents,
+    private readonly logger: Logger,
+  ) {
+    this.settings = options.settings;
+    this.identity = options.identity;
+  }
+
+  /** Starts the workers; resolves once every one is ready. */
+  async start(): Promise<void> {
+    if (this.options.workers === 0) {
+      this.workers.push(new InlineWorker(this.options, this.events, this.logger));
+      return;
+    }
+    await Promise.all(Array.from({ length: this.options.workers }, (_, i) => this.spawn(i)));
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  /** Workers ready to take connections. */
+  get readyCount(): number {
+    return this.workers.filter((w) => !(w instanceof ProcessWorker) || w.ready).length;
+  }
+
+  /** The least-loaded worker that can take a socket now, or undefined. */
+  pick(): Worker | undefined {
+    let best: Worker | undefined;
+    for (const w of this.workers) {
+      if (w.canTake() && (best === undefined || w.held.size < best.held.size)) best = w;
+    }
+    return best;
+  }
+
+  setIdentity(identity: ServerIdentity): void {
+    this.identity = identity;
+    this.broadcast({ t: 'identity', identity: toWire(identity) });
+  }
+
+  setTicketKeys(keys: Buffer): void {
+    this.identity = { ...this.identity, ticketKeys: keys };
+    this.broadcast({ t: 'tickets', ticketKeys: keys.toString('base64') });
+  }
+
+  setSettings(settings: TlsSettings): void {
+    this.settings = settings;
+    this.broadcast({ t: 'settings', settings });
+  }
+
+  closeAll(reason: CloseReason): void {
+    this.broadcast({ t: 'close-all', reason });
+  }
+
+  /** Stops every worker (their sessions end); safe to call twice. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const t of this.restartTimers) clearTimeout(t);
+    this.restartTimers.clear();
+    await Promise.all(this.workers.map((w) => w.stop()));
+  }
+
+  private broadcast(message: ToWorker): void {
+    for (const w of this.workers) w.post(message);
+  }
+
+  private spawn(index: number): Promise<void> {
+    const env = { ...process.env };
+    // Systemd's hand-overs are the supervisor's alone.
+    for (const name of ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete env[name];
+    const child = fork(path.join(__dirname, 'worker.js'), [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
+    const worker = new ProcessWorker(index, child, this.workerOnMessage, this.workerOnExit);
+    this.workers[index] = worker;
+    worker.post({
+      t: 'init',
+      index,
+      settings: this.settings,
+      identity: toWire(this.identity),
+      logLevel: this.options.logLevel,
+      logFormat: this.options.logFormat,
+    });
+    return new Promise((resolve) => {
+      const onReady = (message: FromWorker): void => {
+        if (message.t !== 'ready') return;
+        child.off('message', onReady);
+        resolve();
+      };
+      child.on('message', onReady);
+      child.once('exit', () => resolve());
+    });
+  }
+
+  private readonly workerOnMessage = (worker: ProcessWorker, message: FromWorker): void => {
+    switch (message.t) {
+      case 'ready':
+        worker.ready = true;
+        this.logger.debug('worker ready', { worker: worker.index, pid: worker.child.pid });
+        this.events.onWorkerReady(worker.index);
+        return;
+      case 'open':
+        this.events.onOpen(message.id, message.handshakeMs);
+        return;
+      case 'closed':
+        if (worker.held.delete(message.report.id)) this.events.onClosed(message.report);
+        return;
+    }
+  };
+
+  private readonly workerOnExit = (worker: ProcessWorker, code: number | null, signal: NodeJS.Signals | null): void => {
+    // Every slot the worker held is released, as if each of its sessions had ended in error.
+    const lost = [...worker.held];
+    worker.held.clear();
+    for (const id of lost) {
+      this.events.onClosed({ id, reason: 'error', handshakeMs: undefined, durationMs: 0, bytesIn: 0, bytesOut: 0 });
+    }
+    if (this.stopping) return;
+    const now = Date.now();
+    this.crashTimes.push(now);
+    while (this.crashTimes.length > 0 && now - this.crashTimes[0]! > CRASH_LOOP_WINDOW_MS) this.crashTimes.shift();
+    this.logger.error('worker exited', { worker: worker.index, pid: worker.child.pid, code, signal, sessionsLost: lost.length });
+    if (this.crashTimes.length > CRASH_LOOP_LIMIT) {
+      this.events.onFatal(new WorkerCrashLoopError(
+        `workers exited ${this.crashTimes.length} times within ${CRASH_LOOP_WINDOW_MS / 1000} s: stopping instead of restarting in a loop (see the worker errors above)`,
+      ));
+      return;
+    }
+    const delay = Math.min(RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_MS * 2 ** (this.crashTimes.length - 1));
+    this.events.onWorkerRestart(worker.index);
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(timer);
+      if (!this.stopping) void this.spawn(worker.index);
+    }, delay);
+    this.restartTimers.add(timer);
+  };
+}

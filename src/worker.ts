@@ -1,0 +1,66 @@
+// Entry point of a worker process, forked by the supervisor. It runs a TlsEchoServer on the
+// sockets the supervisor passes it and reports every session's open and close back.
+// Signals are the supervisor's business: a worker ignores SIGINT/SIGTERM (a Ctrl-C reaches
+// the whole process group) and ends when the supervisor tells it to or its channel closes.
+
+import type { Socket } from 'node:net';
+import { createLogger, type Logger } from './logger';
+import type { FromWorker, ToWorker, WireIdentity } from './ipc';
+import { TlsEchoServer, type ServerIdentity } from './tls-server';
+
+function fromWire(identity: WireIdentity): ServerIdentity {
+  return { key: identity.key, cert: identity.cert, ticketKeys: Buffer.from(identity.ticketKeys, 'base64') };
+}
+
+function send(message: FromWorker): void {
+  // The channel may be gone if the supervisor died; nothing useful is left to do then.
+  if (process.connected) process.send?.(message);
+}
+
+let server: TlsEchoServer | undefined;
+let logger: Logger | undefined;
+
+function onMessage(message: ToWorker, handle: unknown): void {
+  switch (message.t) {
+    case 'init':
+      logger = createLogger({ level: message.logLevel, format: message.logFormat, base: { worker: message.index } });
+      server = new TlsEchoServer(message.settings, fromWire(message.identity), {
+        onOpen: (id, handshakeMs) => send({ t: 'open', id, handshakeMs }),
+        onClosed: (report) => send({ t: 'closed', report }),
+      }, logger);
+      send({ t: 'ready' });
+      return;
+    case 'conn': {
+      const socket = handle as Socket | undefined;
+      if (server === undefined || socket === undefined) {
+        socket?.destroy();
+        send({ t: 'closed', report: { id: message.id, reason: 'error', handshakeMs: undefined, durationMs: 0, bytesIn: 0, bytesOut: 0 } });
+        return;
+      }
+      server.accept(socket, { id: message.id, ip: message.ip });
+      return;
+    }
+    case 'identity':
+      server?.setIdentity(fromWire(message.identity));
+      return;
+    case 'tickets':
+      server?.setTicketKeys(Buffer.from(message.ticketKeys, 'base64'));
+      return;
+    case 'settings':
+      server?.setSettings(message.settings);
+      return;
+    case 'close-all':
+      server?.closeAll(message.reason);
+      return;
+  }
+}
+
+process.on('message', onMessage);
+process.on('SIGINT', () => {});
+process.on('SIGTERM', () => {});
+// The supervisor is gone: nobody can account for our sessions any more, so end them.
+process.on('disconnect', () => {
+  server?.closeAll('shutdown');
+  logger?.warn('supervisor channel closed, worker exiting');
+  setImmediate(() => process.exit(0));
+});

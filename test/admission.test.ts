@@ -1,0 +1,120 @@
+// Pure admission logic with an injected clock: CIDR matching, token buckets, per-IP counts,
+// the bounds on the maps keyed by client address, and the pending queue.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Admission, RateLimiter } from '../src/admission';
+import { CidrList, normalizeAddress, parseCidr } from '../src/cidr';
+import { PendingQueue } from '../src/pending-queue';
+
+function list(...texts: string[]): CidrList {
+  return new CidrList(texts.map((t) => parseCidr(t)!));
+}
+
+test('cidr: IPv4 and IPv6 blocks, bare addresses, and IPv4-mapped IPv6 treated as IPv4', () => {
+  const l = list('10.0.0.0/8', '192.168.1.7', '2001:db8::/32', '::1');
+  assert.ok(l.contains('10.255.0.1'));
+  assert.ok(!l.contains('11.0.0.1'));
+  assert.ok(l.contains('192.168.1.7'));
+  assert.ok(!l.contains('192.168.1.8'));
+  assert.ok(l.contains('2001:db8:1::5'));
+  assert.ok(!l.contains('2001:db9::1'));
+  assert.ok(l.contains('::1'));
+  assert.ok(l.contains(normalizeAddress('::ffff:10.1.2.3')));
+  assert.equal(normalizeAddress('::FFFF:127.0.0.2'), '127.0.0.2');
+  assert.equal(normalizeAddress('::1'), '::1');
+  assert.ok(list('::ffff:10.0.0.0/104').contains('10.9.9.9'), 'a mapped block matches the IPv4 addresses it covers');
+  assert.ok(list('0.0.0.0/0').contains('8.8.8.8'));
+  assert.ok(!list('0.0.0.0/0').contains('::2'), 'an IPv4 block never matches IPv6');
+  for (const bad of ['10.0.0.0/33', '1.2.3', 'fe80::/129', 'x', '10.0.0.0/']) assert.equal(parseCidr(bad), undefined, bad);
+});
+
+test('rate limiter: a burst, then the refill rate, per address', () => {
+  let now = 0;
+  const r = new RateLimiter(10, 5, 1000, () => now);
+  for (let i = 0; i < 5; i++) assert.ok(r.take('a'));
+  assert.ok(!r.take('a'), 'burst spent');
+  assert.ok(r.take('b'), 'another address has its own bucket');
+  now += 100; // 10/s: one token per 100 ms
+  assert.ok(r.take('a'));
+  assert.ok(!r.take('a'));
+  now += 10_000;
+  for (let i = 0; i < 5; i++) assert.ok(r.take('a'), 'refilled to the burst, no more');
+  assert.ok(!r.take('a'));
+});
+
+test('rate limiter: the map of buckets stays bounded under a flood of addresses', () => {
+  let now = 0;
+  const r = new RateLimiter(1, 1, 1000, () => now);
+  for (let i = 0; i < 50_000; i++) r.take(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+  assert.ok(r.size <= 1000, `size ${r.size}`);
+  now += 5000;
+  r.sweep();
+  assert.equal(r.size, 0, 'refilled buckets are forgotten');
+});
+
+test('admission: deny wins over allow, allow-list excludes the rest, per-IP cap, release', () => {
+  const now = 0;
+  const a = new Admission({
+    allow: [parseCidr('127.0.0.0/8')!],
+    deny: [parseCidr('127.0.0.9')!],
+    connRatePerSec: 1000,
+    connBurst: 1000,
+    maxConnsPerIp: 2,
+  }, () => now);
+  assert.equal(a.admit('127.0.0.9'), 'denied');
+  assert.equal(a.admit('10.0.0.1'), 'denied');
+  assert.equal(a.admit('127.0.0.2'), undefined);
+  assert.equal(a.admit('127.0.0.2'), undefined);
+  assert.equal(a.admit('127.0.0.2'), 'ip-limit');
+  assert.equal(a.admit('127.0.0.3'), undefined);
+  a.release('127.0.0.2');
+  assert.equal(a.admit('127.0.0.2'), undefined);
+  a.release('127.0.0.2');
+  a.release('127.0.0.2');
+  a.release('127.0.0.3');
+  assert.equal(a.perIp.size, 0, 'no entry outlives its connections');
+  a.release('127.0.0.3');
+  assert.equal(a.perIp.get('127.0.0.3'), 0, 'an extra release never goes negative');
+});
+
+test('admission: rate limit refuses with its own reason and recovers with time', () => {
+  let now = 0;
+  const a = new Admission({ allow: [], deny: [], connRatePerSec: 1, connBurst: 2, maxConnsPerIp: 100 }, () => now);
+  assert.equal(a.admit('1.1.1.1'), undefined);
+  assert.equal(a.admit('1.1.1.1'), undefined);
+  assert.equal(a.admit('1.1.1.1'), 'rate-limited');
+  now += 1000;
+  assert.equal(a.admit('1.1.1.1'), undefined);
+});
+
+test('pending queue: bounded length, FIFO, and each entry expires after the timeout', () => {
+  const now = 0;
+  const expired: number[] = [];
+  const q = new PendingQueue<number>(3, 100, (n) => expired.push(n), () => now);
+  assert.ok(q.push(1));
+  assert.ok(q.push(2));
+  assert.ok(q.push(3));
+  assert.ok(!q.push(4), 'full');
+  assert.equal(q.shift(), 1);
+  assert.ok(q.push(5));
+  assert.equal(q.length, 3);
+  assert.deepEqual(q.drain(), [2, 3, 5]);
+  assert.equal(q.length, 0);
+  assert.deepEqual(expired, []);
+});
+
+test('pending queue: the expiry timer fires for entries in order', async () => {
+  const expired: number[] = [];
+  let resolve!: () => void;
+  const done = new Promise<void>((r) => (resolve = r));
+  const q = new PendingQueue<number>(10, 20, (n) => {
+    expired.push(n);
+    if (expired.length === 2) resolve();
+  });
+  q.push(1);
+  q.push(2);
+  await done;
+  assert.deepEqual(expired, [1, 2]);
+  assert.equal(q.length, 0);
+});

@@ -1,0 +1,110 @@
+// Configuration: precedence flag > env > file > default, every problem listed at once with
+// exit code 2, and clear failures for a taken port or an unreadable certificate.
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import { loadConfig } from '../src/config';
+import { ConfigError } from '../src/errors';
+import { runCli, tempDir } from './helpers/daemon';
+
+test('config: defaults match the documented table', () => {
+  const c = loadConfig({ flags: {}, env: {} });
+  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 4433 });
+  assert.equal(c.certDir, './certs');
+  assert.equal(c.keyType, 'ecdsa-p256');
+  assert.equal(c.certDays, 90);
+  assert.equal(c.minTls, 'TLSv1.2');
+  assert.equal(c.handshakeTimeoutMs, 10000);
+  assert.equal(c.maxSessions, 10000);
+  assert.equal(c.maxPending, 1000);
+  assert.equal(c.pendingTimeoutMs, 5000);
+  assert.equal(c.idleTimeoutMs, 60000);
+  assert.equal(c.sessionTimeoutMs, 0);
+  assert.equal(c.connRatePerSec, 100);
+  assert.equal(c.connBurst, 200);
+  assert.equal(c.maxConnsPerIp, 512);
+  assert.equal(c.drainTimeoutMs, 10000);
+  assert.equal(c.admin, undefined);
+  assert.ok(Object.isFrozen(c));
+});
+
+test('config: flag beats env beats file beats default', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ listen: '127.0.0.1:1111', certDays: 30, idleTimeout: 5, maxPending: 7 }));
+  const c = loadConfig({
+    flags: { listen: '[::1]:3333' },
+    env: { TLS_ECHOD_LISTEN: '127.0.0.1:2222', TLS_ECHOD_CERT_DAYS: '45' },
+    configFile: file,
+  });
+  assert.deepEqual(c.listen, { host: '::1', port: 3333 });
+  assert.equal(c.certDays, 45);
+  assert.equal(c.idleTimeoutMs, 5);
+  assert.equal(c.maxPending, 7);
+  assert.equal(c.maxSessions, 10000);
+});
+
+test('config: every problem is listed at once', (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ listn: 'x', certDays: -1 }));
+  assert.throws(
+    () => loadConfig({ flags: { listen: 'nonsense', keyType: 'dsa' }, env: { TLS_ECHOD_WORKERS: 'many', TLS_ECHOD_BOGUS: '1' }, configFile: file }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.code, 'ECHOD_CONFIG_INVALID');
+      assert.equal(err.exitCode, 2);
+      const text = err.problems.join('\n');
+      for (const expected of ['unknown key "listn" (did you mean listen?)', '--listen', '--key-type', 'TLS_ECHOD_WORKERS', 'TLS_ECHOD_BOGUS', 'certDays']) {
+        assert.ok(text.includes(expected), `missing ${expected} in:\n${text}`);
+      }
+      assert.equal(err.problems.length, 6);
+      return true;
+    },
+  );
+});
+
+test('config: --cert without --key, and a bad CIDR, are explained', () => {
+  assert.throws(() => loadConfig({ flags: { cert: '/x.pem', allow: ['10.0.0.0/33'] }, env: {} }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /--cert and --key go together/);
+    assert.match(err.message, /10\.0\.0\.0\/33/);
+    return true;
+  });
+});
+
+test('cli: a bad flag value exits 2 with one message naming each problem', async () => {
+  const r = await runCli(['serve', '--listen', 'nope', '--workers', '-3', '--min-tls', '1.1']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--listen: must be host:port/);
+  assert.match(r.stderr, /--workers/);
+  assert.match(r.stderr, /--min-tls: must be one of 1\.2, 1\.3/);
+});
+
+test('cli: an unknown flag exits 2', async () => {
+  const r = await runCli(['serve', '--no-such-flag']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /unknown option '--no-such-flag'/);
+});
+
+test('cli: a port in use is a clear error and a non-zero exit', async (t) => {
+  const blocker = net.createServer().listen(0, '127.0.0.1');
+  t.after(() => blocker.close());
+  await once(blocker, 'listening');
+  const port = (blocker.address() as net.AddressInfo).port;
+  const r = await runCli(['serve', '--listen', `127.0.0.1:${port}`, '--cert-dir', tempDir(t), '--workers', '0']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`--listen 127\\.0\\.0\\.1:${port}: address in use`));
+});
+
+test('cli: an unreadable certificate is a clear error and a non-zero exit', async (t) => {
+  const dir = tempDir(t);
+  const r = await runCli(['serve', '--listen', '127.0.0.1:0', '--cert', path.join(dir, 'missing.pem'), '--key', path.join(dir, 'missing-key.pem')]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /missing\.pem/);
+  assert.match(r.stderr, /--cert/);
+});
