@@ -18,7 +18,9 @@ export type ToWorker =
   | { t: 'identity'; identity: WireIdentity }
   | { t: 'tickets'; ticketKeys: string }
   | { t: 'settings'; settings: TlsSettings }
-  | { t: 'close-all'; reason: CloseReason };
+  | { t: 'close-all'; reason: CloseReason }
+  /** The supervisor is stopping this worker on purpose; the channel closes next. */
+  | { t: 'stop' };
 
 export type FromWorker =
   | { t: 'ready' }

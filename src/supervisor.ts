@@ -29,6 +29,8 @@ export interface SupervisorOptions {
   /** Listening descriptors from systemd socket activation; --listen is ignored when given. */
   readonly listenFds?: readonly number[] | undefined;
   readonly version: string;
+  /** Wall clock for certificate renewal decisions; tests move it forward. Default: real time. */
+  readonly clock?: () => Date;
 }
 
 interface Held {
@@ -48,7 +50,7 @@ export function tlsSettingsOf(config: Config): TlsSettings {
 }
 
 /** Loads the given certificate files, or makes sure the self-generated ones are there and fresh. */
-export async function loadTlsMaterial(config: Config, logger: Logger): Promise<TlsMaterial> {
+export async function loadTlsMaterial(config: Config, logger: Logger, now = new Date()): Promise<TlsMaterial> {
   if (config.certFile !== undefined && config.keyFile !== undefined) {
     return loadGivenCertificates({ certFile: config.certFile, keyFile: config.keyFile, chainFile: config.chainFile });
   }
@@ -57,6 +59,7 @@ export async function loadTlsMaterial(config: Config, logger: Logger): Promise<T
     sans: config.sans,
     keyType: config.keyType,
     certDays: config.certDays,
+    now,
   });
   if (action !== 'reused') {
     logger.info(action === 'generated' ? 'generated a local CA and server certificate' : 'renewed the server certificate (same CA)', {
@@ -133,7 +136,7 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
-    this.material = await loadTlsMaterial(this.config, this.logger);
+    this.material = await loadTlsMaterial(this.config, this.logger, this.options.clock?.());
     this.updateCertificateMetrics();
     const pool = new WorkerPool(
       {
@@ -277,12 +280,14 @@ export class Supervisor {
     this.logger.debug('ticket keys rotated');
   }
 
-  private async renewIfDue(): Promise<void> {
+  /** Renews a self-generated leaf with 1/3 of its lifetime or less left. Runs every --renew-check. */
+  async renewIfDue(): Promise<void> {
     if (this.material.source !== 'generated' || this.renewing || this.draining) return;
-    if (!needsRenewal(this.material.leaf)) return;
+    const now = this.options.clock?.() ?? new Date();
+    if (!needsRenewal(this.material.leaf, now)) return;
     this.renewing = true;
     try {
-      this.material = await loadTlsMaterial(this.config, this.logger);
+      this.material = await loadTlsMaterial(this.config, this.logger, now);
       this.pool?.setIdentity(this.identity());
       this.updateCertificateMetrics();
     } catch (err) {
@@ -301,7 +306,7 @@ export class Supervisor {
     this.notifier.reloading();
     try {
       const next = this.options.reloadConfig();
-      const material = await loadTlsMaterial(next, this.logger);
+      const material = await loadTlsMaterial(next, this.logger, this.options.clock?.());
       for (const field of ['listen', 'workers', 'admin', 'logFormat'] as const) {
         if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
           this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });

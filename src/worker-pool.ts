@@ -94,7 +94,7 @@ class InlineWorker implements Worker {
       case 'close-all':
         this.server.closeAll(message.reason);
         return;
-      default:
+      default: // init and stop are for processes
         return;
     }
   }
@@ -150,6 +150,7 @@ class ProcessWorker implements Worker {
 
   async stop(): Promise<void> {
     if (!this.exited) {
+      this.post({ t: 'stop' });
       this.child.disconnect();
       const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
       await this.exitPromise;

@@ -19,6 +19,7 @@ function send(message: FromWorker): void {
 
 let server: TlsEchoServer | undefined;
 let logger: Logger | undefined;
+let stopping = false;
 
 function onMessage(message: ToWorker, handle: unknown): void {
   switch (message.t) {
@@ -52,15 +53,19 @@ function onMessage(message: ToWorker, handle: unknown): void {
     case 'close-all':
       server?.closeAll(message.reason);
       return;
+    case 'stop':
+      stopping = true;
+      return;
   }
 }
 
 process.on('message', onMessage);
 process.on('SIGINT', () => {});
 process.on('SIGTERM', () => {});
-// The supervisor is gone: nobody can account for our sessions any more, so end them.
+// The channel closed: on purpose (stop) or because the supervisor died. Either way nobody can
+// account for our sessions any more, so end them.
 process.on('disconnect', () => {
   server?.closeAll('shutdown');
-  logger?.warn('supervisor channel closed, worker exiting');
+  if (!stopping) logger?.warn('supervisor channel closed unexpectedly, worker exiting');
   setImmediate(() => process.exit(0));
 });

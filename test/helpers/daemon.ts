@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 import tls from 'node:tls';
 import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/logger';
-import { Supervisor } from '../../src/supervisor';
+import { Supervisor, type SupervisorOptions } from '../../src/supervisor';
 
 export const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
@@ -31,7 +31,7 @@ export interface InProcessDaemon {
 }
 
 /** Starts a Supervisor in this process on 127.0.0.1 port 0 with fresh certificates. */
-export async function startDaemon(t: TestContext, flags: Record<string, unknown> = {}): Promise<InProcessDaemon> {
+export async function startDaemon(t: TestContext, flags: Record<string, unknown> = {}, options: Partial<SupervisorOptions> = {}): Promise<InProcessDaemon> {
   const certDir = (flags.certDir as string | undefined) ?? tempDir(t);
   const config = loadConfig({
     // A short drain: the after hooks stop the daemon before they close the test's clients.
@@ -41,6 +41,7 @@ export async function startDaemon(t: TestContext, flags: Record<string, unknown>
   const supervisor = new Supervisor(config, createLogger({ level: config.logLevel, format: 'json' }), {
     reloadConfig: () => config,
     version: 'test',
+    ...options,
   });
   t.after(() => supervisor.shutdown('test done'));
   await supervisor.start();

@@ -1,0 +1,238 @@
+// The daemon's life as systemd and an operator see it: SIGTERM drains, a second signal exits
+// at once, SIGHUP reloads certificates and config without dropping anyone (and rejects a bad
+// one whole), the leaf renews itself, sd_notify reports each step, /readyz follows along.
+
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { connect, echoAll, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
+import { metricOf, sample } from './helpers/metrics';
+import { notifySocket } from './helpers/notify-socket';
+
+function get(address: string, urlPath: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
+    http.get({ host, port, path: urlPath }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+function adminOf(d: CliDaemon): string {
+  return String(d.lines.find((l) => l.message === 'listening')!.admin);
+}
+
+/** Two certificate sets from two different local CAs, for swapping on reload. */
+async function twoCertSets(t: TestContext): Promise<{ a: string; b: string; live: string }> {
+  const a = tempDir(t);
+  const b = tempDir(t);
+  for (const dir of [a, b]) {
+    const r = await runCli(['cert', 'generate', '--cert-dir', dir]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const live = tempDir(t);
+  copyFileSync(path.join(a, 'server.pem'), path.join(live, 'cert.pem'));
+  copyFileSync(path.join(a, 'server-key.pem'), path.join(live, 'key.pem'));
+  return { a, b, live };
+}
+
+function fingerprintOf(dir: string, file = 'server.pem'): string {
+  return new X509Certificate(readFileSync(path.join(dir, file))).fingerprint256;
+}
+
+test('shutdown: SIGTERM stops accepting at once, open sessions finish, /readyz turns 503, exit 0', async (t) => {
+  const dir = tempDir(t);
+  const d = await spawnDaemon(t, ['--cert-dir', dir, '--workers', '0', '--drain-timeout', '10000', '--admin', '127.0.0.1:0']);
+  const ca = readFileSync(path.join(dir, 'ca.pem'));
+  assert.equal((await get(adminOf(d), '/readyz')).status, 200);
+  const session = await connect(t, d.port, ca);
+  d.child.kill('SIGTERM');
+  await d.waitForLine((l) => l.message === 'shutting down');
+  assert.equal((await get(adminOf(d), '/readyz')).status, 503, 'not ready while draining');
+  assert.equal((await get(adminOf(d), '/healthz')).status, 200, 'still alive while draining');
+  // New connections are turned away; the open session keeps echoing.
+  await new Promise<void>((resolve) => {
+    const probe = net.connect({ host: '127.0.0.1', port: d.port });
+    probe.on('error', () => resolve());
+    probe.on('close', () => resolve());
+  });
+  assert.ok((await roundTrip(session, Buffer.from('after SIGTERM'))).equals(Buffer.from('after SIGTERM')));
+  await echoAll(session, Buffer.from('bye'));
+  const exit = await d.stop('SIGTERM').catch(() => null);
+  assert.ok(exit === 0 || exit === null);
+  const ended = await d.waitForLine((l) => l.message === 'session ended');
+  assert.equal(ended.reason, 'peer-closed');
+});
+
+test('shutdown: sessions still open at --drain-timeout are closed with reason shutdown, exit 0', async (t) => {
+  for (const workers of ['0', '2']) {
+    const dir = tempDir(t);
+    const d = await spawnDaemon(t, ['--cert-dir', dir, '--workers', workers, '--drain-timeout', '300']);
+    const session = await connect(t, d.port, readFileSync(path.join(dir, 'ca.pem')));
+    const closed = new Promise((resolve) => session.once('close', resolve));
+    assert.equal(await d.stop('SIGTERM'), 0);
+    await closed;
+    const ended = d.lines.find((l) => l.message === 'session ended');
+    assert.equal(ended?.reason, 'shutdown', `workers ${workers}`);
+  }
+});
+
+test('shutdown: a second signal exits at once without waiting for the drain', async (t) => {
+  const dir = tempDir(t);
+  const d = await spawnDaemon(t, ['--cert-dir', dir, '--workers', '0', '--drain-timeout', '60000']);
+  await connect(t, d.port, readFileSync(path.join(dir, 'ca.pem')));
+  d.child.kill('SIGTERM');
+  await d.waitForLine((l) => l.message === 'shutting down');
+  const started = Date.now();
+  const code = await d.stop('SIGINT');
+  assert.equal(code, 130);
+  assert.ok(Date.now() - started < 10_000);
+});
+
+test('reload: SIGHUP swaps in a new certificate while clients stream; nobody fails, new clients see it', async (t) => {
+  const { a, b, live } = await twoCertSets(t);
+  const d = await spawnDaemon(t, ['--workers', '2', '--cert', path.join(live, 'cert.pem'), '--key', path.join(live, 'key.pem'), '--admin', '127.0.0.1:0']);
+  const bothCas = [readFileSync(path.join(a, 'ca.pem')), readFileSync(path.join(b, 'ca.pem'))];
+  const streams = await Promise.all(Array.from({ length: 6 }, () => connect(t, d.port, bothCas[0]!)));
+  let stop = false;
+  let rounds = 0;
+  const streaming = Promise.all(streams.map(async (s, i) => {
+    while (!stop) {
+      const data = Buffer.alloc(1000 + i, rounds % 251);
+      assert.ok((await roundTrip(s, data)).equals(data));
+      rounds++;
+    }
+  }));
+  const before = await connect(t, d.port, bothCas[0]!);
+  assert.equal(before.getPeerX509Certificate()!.fingerprint256, fingerprintOf(a));
+  copyFileSync(path.join(b, 'server.pem'), path.join(live, 'cert.pem'));
+  copyFileSync(path.join(b, 'server-key.pem'), path.join(live, 'key.pem'));
+  d.child.kill('SIGHUP');
+  await d.waitForLine((l) => l.message === 'reloaded');
+  const after = await connect(t, d.port, bothCas[1]!);
+  assert.equal(after.getPeerX509Certificate()!.fingerprint256, fingerprintOf(b));
+  const roundsAtReload = rounds;
+  // Keep streaming a little past the reload, then stop: every round trip must have succeeded.
+  while (rounds < roundsAtReload + 60) await roundTrip(before, Buffer.from('tick'));
+  stop = true;
+  await streaming;
+  assert.ok(streams.every((s) => !s.destroyed), 'no session was dropped');
+  const metrics = (await get(adminOf(d), '/metrics')).body;
+  assert.equal(sample(metrics, 'tls_echod_reloads_total', { result: 'ok' }), 1);
+  assert.equal(await d.stop(), 0);
+});
+
+test('reload: a broken certificate or config is rejected whole; the old one keeps serving', async (t) => {
+  const { a, live } = await twoCertSets(t);
+  const configFile = path.join(live, 'config.json');
+  writeFileSync(configFile, JSON.stringify({ idleTimeout: 60000 }));
+  const d = await spawnDaemon(t, ['--workers', '0', '--config', configFile, '--cert', path.join(live, 'cert.pem'), '--key', path.join(live, 'key.pem'), '--admin', '127.0.0.1:0']);
+  const ca = readFileSync(path.join(a, 'ca.pem'));
+  const open = await connect(t, d.port, ca);
+
+  writeFileSync(path.join(live, 'cert.pem'), 'not a certificate\n');
+  d.child.kill('SIGHUP');
+  const failed = await d.waitForLine((l) => l.message === 'reload failed; the previous configuration keeps serving');
+  assert.match(String(failed.error), /cert/i);
+  copyFileSync(path.join(a, 'server.pem'), path.join(live, 'cert.pem'));
+
+  writeFileSync(configFile, '{ "idleTimeout": "soon", "nonsense": 1 }');
+  d.child.kill('SIGHUP');
+  const failedAgain = await d.waitForLine((l) => l.message === 'reload failed; the previous configuration keeps serving' && l !== failed);
+  assert.match(String(failedAgain.error), /idleTimeout/);
+  assert.match(String(failedAgain.error), /nonsense/);
+
+  assert.equal(d.child.exitCode, null, 'still running');
+  const fresh = await connect(t, d.port, ca);
+  assert.equal(fresh.getPeerX509Certificate()!.fingerprint256, fingerprintOf(a));
+  assert.ok((await roundTrip(open, Buffer.from('old session'))).equals(Buffer.from('old session')));
+  const metrics = (await get(adminOf(d), '/metrics')).body;
+  assert.equal(sample(metrics, 'tls_echod_reloads_total', { result: 'failed' }), 2);
+  assert.equal(sample(metrics, 'tls_echod_reloads_total', { result: 'ok' }), 0);
+});
+
+test('reload: a config change applies to new connections (a new --deny entry)', async (t) => {
+  const dir = tempDir(t);
+  const configFile = path.join(dir, 'config.json');
+  writeFileSync(configFile, JSON.stringify({ deny: [] }));
+  const d = await spawnDaemon(t, ['--workers', '0', '--config', configFile, '--cert-dir', dir]);
+  const ca = readFileSync(path.join(dir, 'ca.pem'));
+  const open = await connect(t, d.port, ca, { localAddress: '127.0.0.3' });
+  writeFileSync(configFile, JSON.stringify({ deny: ['127.0.0.3'] }));
+  d.child.kill('SIGHUP');
+  await d.waitForLine((l) => l.message === 'reloaded');
+  const refused = await rawOutcome(d.port, '127.0.0.3');
+  assert.ok(refused.reset);
+  assert.ok((await roundTrip(open, Buffer.from('established sessions are untouched'))).length > 0);
+});
+
+test('renewal: a self-generated leaf near expiry is renewed with the same CA, without a restart', async (t) => {
+  const dayMs = 86_400_000;
+  let now = new Date(Date.now() - 70 * dayMs); // start as if 70 of 90 days had already passed
+  const d = await startDaemon(t, { workers: '2' }, { clock: () => now });
+  const oldLeaf = d.supervisor.tls.leaf.fingerprint256;
+  const oldCa = d.supervisor.tls.caInfo!.fingerprint256;
+  const established = await connect(t, d.port, d.ca);
+  now = new Date();
+  await d.supervisor.renewIfDue();
+  assert.notEqual(d.supervisor.tls.leaf.fingerprint256, oldLeaf, 'leaf renewed');
+  assert.equal(d.supervisor.tls.caInfo!.fingerprint256, oldCa, 'same CA');
+  const fresh = await connect(t, d.port, d.ca);
+  assert.equal(fresh.getPeerX509Certificate()!.fingerprint256, d.supervisor.tls.leaf.fingerprint256);
+  assert.ok((await roundTrip(established, Buffer.from('x'))).equals(Buffer.from('x')));
+  assert.ok(Math.abs((await metricOf(d.supervisor, 'tls_echod_certificate_not_after_seconds', { certificate: 'leaf' })) - d.supervisor.tls.leaf.notAfter.getTime() / 1000) < 1);
+});
+
+test('sd_notify: READY, then RELOADING with MONOTONIC_USEC and READY on SIGHUP, then STOPPING', async (t) => {
+  const notify = await notifySocket(t);
+  const dir = tempDir(t);
+  const d = await spawnDaemon(t, ['--cert-dir', dir, '--workers', '2'], { NOTIFY_SOCKET: notify.path });
+  const ready = await notify.waitFor('READY=1');
+  assert.ok(ready.fields.some((f) => /^STATUS=.*2\/2 workers ready/.test(f)), JSON.stringify(ready.fields));
+  d.child.kill('SIGHUP');
+  const reloading = await notify.waitFor('RELOADING=1', ready.index + 1);
+  const usec = reloading.fields.find((f) => f.startsWith('MONOTONIC_USEC='));
+  assert.match(String(usec), /^MONOTONIC_USEC=\d+$/);
+  await notify.waitFor('READY=1', reloading.index + 1);
+  assert.equal(await d.stop('SIGTERM'), 0);
+  await notify.waitFor('STOPPING=1');
+});
+
+test('metrics: counters match the traffic sent, inline and with workers', async (t) => {
+  for (const workers of ['0', '2']) {
+    const d = await startDaemon(t, { workers, deny: ['127.0.0.2'], admin: '127.0.0.1:0' });
+    const sizes = [10, 2000, 50_000];
+    for (const size of sizes) {
+      const s = await connect(t, d.port, d.ca);
+      await echoAll(s, Buffer.alloc(size, 7));
+    }
+    await rawOutcome(d.port, '127.0.0.2');
+    await rawOutcome(d.port, '127.0.0.2');
+    await rawOutcome(d.port, '127.0.0.1', Buffer.from('this is not tls at all'));
+    const admin = d.supervisor.adminAddress!;
+    const deadline = Date.now() + 5000;
+    let text = '';
+    // Session ends reach the supervisor asynchronously from workers: scrape until they have.
+    while (Date.now() < deadline) {
+      text = (await get(`${admin.host}:${admin.port}`, '/metrics')).body;
+      if (sample(text, 'tls_echod_handshake_failures_total', { reason: 'handshake-failed' }) === 1 && sample(text, 'tls_echod_sessions_closed_total', { reason: 'peer-closed' }) === 3) break;
+    }
+    const total = sizes.reduce((x, y) => x + y, 0);
+    assert.equal(sample(text, 'tls_echod_connections_accepted_total'), 4, `workers ${workers}`);
+    assert.equal(sample(text, 'tls_echod_connections_refused_total', { reason: 'denied' }), 2);
+    assert.equal(sample(text, 'tls_echod_sessions_closed_total', { reason: 'peer-closed' }), 3);
+    assert.equal(sample(text, 'tls_echod_handshake_failures_total', { reason: 'handshake-failed' }), 1);
+    assert.equal(sample(text, 'tls_echod_bytes_echoed_total'), total);
+    assert.equal(sample(text, 'tls_echod_bytes_received_total'), total);
+    assert.equal(sample(text, 'tls_echod_handshake_duration_seconds_count'), 3);
+    assert.equal(sample(text, 'tls_echod_sessions_active'), 0);
+    assert.equal(sample(text, 'tls_echod_workers_ready'), workers === '0' ? 1 : 2);
+    await d.stop();
+  }
+});
