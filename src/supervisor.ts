@@ -206,7 +206,12 @@ export class Supervisor {
 
   // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
   private readonly serverOnConnection = (socket: net.Socket): void => {
-    const ip = normalizeAddress(socket.remoteAddress ?? '');
+    // Gone before we looked (reset in the accept backlog): nothing to admit or account for.
+    if (socket.remoteAddress === undefined) {
+      socket.destroy();
+      return;
+    }
+    const ip = normalizeAddress(socket.remoteAddress);
     if (this.draining) {
       this.refuse(socket, ip, 'shutdown');
       return;

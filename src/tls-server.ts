@@ -107,7 +107,7 @@ export class TlsEchoServer {
     });
     // A socket that died on its way here (e.g. reset while queued) still gets its one report.
     if (socket.destroyed) return;
-    socket.setNoDelay(true);
+    // TCP_NODELAY was set on the fd by the supervisor's listener and travels with it.
     this.server.emit('connection', socket);
   }
 

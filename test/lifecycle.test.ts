@@ -5,11 +5,14 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { connect, echoAll, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
+import tls from 'node:tls';
+import { CLI, cleanEnv, connect, echoAll, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
 import { metricOf, sample } from './helpers/metrics';
 import { notifySocket } from './helpers/notify-socket';
 
@@ -235,4 +238,50 @@ test('metrics: counters match the traffic sent, inline and with workers', async 
     assert.equal(sample(text, 'tls_echod_workers_ready'), workers === '0' ? 1 : 2);
     await d.stop();
   }
+});
+
+test('socket activation: under systemd-socket-activate the daemon serves the passed socket; workers never see LISTEN_*', async (t) => {
+  const activator = spawnSync('sh', ['-c', 'command -v systemd-socket-activate']);
+  if (activator.status !== 0) {
+    t.skip('systemd-socket-activate is not installed');
+    return;
+  }
+  // A free port: systemd-socket-activate needs a fixed one.
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((resolve) => probe.close(resolve));
+  const dir = tempDir(t);
+  const child = spawn('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, '-E', 'PATH',
+    process.execPath, CLI, 'serve', '--workers', '2', '--cert-dir', dir, '--listen', '127.0.0.1:1', '--log-format', 'json'], { env: cleanEnv() });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  // The activator listens first and starts the daemon on the first connection; that
+  // connection waits in the backlog and is served once the daemon is up.
+  const caPromise = (async () => {
+    while (!out.includes('"listening"')) await once(child.stdout, 'data');
+    return readFileSync(path.join(dir, 'ca.pem'));
+  })();
+  // It says "Listening on ..." on stderr once its socket is open.
+  while (!out.includes('Listening on')) await once(child.stderr, 'data');
+  const first = net.connect({ host: '127.0.0.1', port });
+  const [ca] = await Promise.all([caPromise, once(first, 'connect')]);
+  const secure = tls.connect({ socket: first, ca, servername: 'localhost' });
+  t.after(() => secure.destroy());
+  await once(secure, 'secureConnect');
+  assert.ok((await roundTrip(secure, Buffer.from('activated'))).equals(Buffer.from('activated')));
+  const listening = JSON.parse(out.split('\n').find((l) => l.includes('"listening"'))!) as { socketActivated: boolean; addresses: string[] };
+  assert.equal(listening.socketActivated, true);
+  assert.deepEqual(listening.addresses, [`127.0.0.1:${port}`], '--listen is ignored under activation');
+  const workers = execFileSync('ps', ['-o', 'pid=', '--ppid', String(child.pid)], { encoding: 'utf8' }).split('\n').map(Number).filter((n) => n > 0);
+  assert.equal(workers.length, 2);
+  for (const pid of workers) {
+    const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+    assert.ok(!/(^|\0)LISTEN_(PID|FDS|FDNAMES)=/.test(environ), `worker ${pid} inherited LISTEN_*`);
+  }
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit');
+  assert.equal(code, 0);
 });
