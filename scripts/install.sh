@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs tls-echod from this source tree, with its systemd units and a default config.
 # Run it again to upgrade: it is idempotent, and it never overwrites /etc/tls-echod/config.json.
-# See docs/systemd.md. `scripts/install.sh --help` lists the options.
+# See README.md, "Running under systemd". `scripts/install.sh --help` lists the options.
 
 set -euo pipefail
 umask 022 # the service runs as a DynamicUser: everything installed must be world-readable

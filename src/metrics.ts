@@ -1,6 +1,6 @@
 // Prometheus metrics, owned by the supervisor. Workers report events over IPC and the supervisor
 // calls the methods here, so one scrape of /metrics covers every worker. Metric names and label
-// values are public API (docs/metrics.md): rename nothing without a deprecation.
+// values are public API (README.md, "Metrics and health"): rename nothing without a deprecation.
 //
 // The methods run per connection and per session end, so labelled children are created once at
 // construction and looked up in a Map; a reason we don't know maps to "other", which keeps the

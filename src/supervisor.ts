@@ -295,7 +295,9 @@ export class Supervisor {
       this.material = await loadTlsMaterial(this.config, this.logger, now);
       this.pool?.setIdentity(this.identity());
       this.updateCertificateMetrics();
+      this.metrics.reload(true);
     } catch (err) {
+      this.metrics.reload(false);
       this.logger.error('certificate renewal failed; the current certificate keeps serving', { error: (err as Error).message });
     } finally {
       this.renewing = false;

@@ -27,3 +27,13 @@ test('readme: the two commands, the test command, and every reason are documente
     assert.ok(README.includes(`\`${reason}\``), reason);
   }
 });
+
+test('readme: every metric the daemon exports is listed (metric names are public API)', async () => {
+  const { Metrics } = await import('../src/metrics');
+  const metrics = new Metrics({ sessionsActive: () => 0, connectionsPending: () => 0, workersReady: () => 0, version: 'test' });
+  metrics.setCertificateNotAfter('leaf', new Date());
+  const { body } = await metrics.render();
+  const names = new Set([...body.matchAll(/^# TYPE (tls_echod_\w+)/gm)].map((m) => m[1]!));
+  assert.ok(names.size >= 10, `found ${names.size}`);
+  for (const name of names) assert.ok(README.includes(`\`${name}\``), `${name} missing from the README`);
+});
