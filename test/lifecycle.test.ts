@@ -14,7 +14,7 @@ import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { CLI, cleanEnv, connect, echoAll, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
 import { metricOf, sample } from './helpers/metrics';
-import { notifySocket } from './helpers/notify-socket';
+import { notifyReceiver } from './helpers/notify-socket';
 
 function get(address: string, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -193,18 +193,20 @@ test('renewal: a self-generated leaf near expiry is renewed with the same CA, wi
 });
 
 test('sd_notify: READY, then RELOADING with MONOTONIC_USEC and READY on SIGHUP, then STOPPING', async (t) => {
-  const notify = await notifySocket(t);
+  const rx = await notifyReceiver(t);
   const dir = tempDir(t);
-  const d = await spawnDaemon(t, ['--cert-dir', dir, '--workers', '2'], { NOTIFY_SOCKET: notify.path });
-  const ready = await notify.waitFor('READY=1');
-  assert.ok(ready.fields.some((f) => /^STATUS=.*2\/2 workers ready/.test(f)), JSON.stringify(ready.fields));
+  const d = await spawnDaemon(t, ['--cert-dir', dir, '--workers', '2'], { NOTIFY_SOCKET: rx.socketPath });
+  const states = (): string[] => rx.messages.filter((m) => /^(READY|RELOADING|STOPPING)=/m.test(m));
+  await rx.until(() => states().length >= 1);
+  assert.match(states()[0]!, /^READY=1$/m);
+  assert.match(states()[0]!, /^STATUS=.*2\/2 workers ready$/m);
   d.child.kill('SIGHUP');
-  const reloading = await notify.waitFor('RELOADING=1', ready.index + 1);
-  const usec = reloading.fields.find((f) => f.startsWith('MONOTONIC_USEC='));
-  assert.match(String(usec), /^MONOTONIC_USEC=\d+$/);
-  await notify.waitFor('READY=1', reloading.index + 1);
+  await rx.until(() => states().length >= 3);
+  assert.match(states()[1]!, /^RELOADING=1\nMONOTONIC_USEC=\d+$/);
+  assert.match(states()[2]!, /^READY=1$/m);
   assert.equal(await d.stop('SIGTERM'), 0);
-  await notify.waitFor('STOPPING=1');
+  await rx.until(() => states().length >= 4);
+  assert.match(states()[3]!, /^STOPPING=1$/m);
 });
 
 test('metrics: counters match the traffic sent, inline and with workers', async (t) => {

@@ -16,6 +16,7 @@ import tls from 'node:tls';
 import { loadConfig } from '../src/config';
 import { ListenError } from '../src/errors';
 import type { Logger } from '../src/logger';
+import { notifyReceiver } from './helpers/notify-socket';
 import { SdNotifier, takeListenFds } from '../src/systemd';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -83,66 +84,6 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-// Node's dgram can't bind AF_UNIX, so python3 holds the NOTIFY_SOCKET and prints every
-// datagram as one JSON string per line. recv() without ancillary data closes the fd that
-// systemd-notify's barrier (BARRIER=1) passes, which is what lets systemd-notify return.
-const NOTIFY_RECEIVER = `
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print(json.dumps("bound"), flush=True)
-while True:
-    print(json.dumps(s.recv(65536).decode("utf-8", "replace")), flush=True)
-`;
-
-interface NotifyReceiver {
-  readonly socketPath: string;
-  /** Messages so far, barriers left out, each as its newline-separated fields joined by '\n'. */
-  readonly messages: string[];
-  /** Resolves when `predicate(messages)` holds; rejects after `ms`. */
-  until(predicate: (messages: readonly string[]) => boolean, ms?: number): Promise<void>;
-}
-
-async function notifyReceiver(t: TestContext): Promise<NotifyReceiver> {
-  const socketPath = path.join(tempDir(t, 'tls-echod-notify-'), 'notify.sock');
-  const child = spawnOwned(t, 'python3', ['-c', NOTIFY_RECEIVER, socketPath], { PATH: process.env.PATH });
-  const messages: string[] = [];
-  const listeners = new Set<() => void>();
-  let buffered = '';
-  let bound = false;
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) !== -1) {
-      const text = JSON.parse(buffered.slice(0, nl)) as string;
-      buffered = buffered.slice(nl + 1);
-      if (!bound && text === 'bound') bound = true;
-      else if (text.replace(/\n$/, '') !== 'BARRIER=1') messages.push(text.replace(/\n$/, ''));
-    }
-    for (const listener of listeners) listener();
-  });
-  while (!bound) await once(child.stdout!, 'data');
-  return {
-    socketPath,
-    messages,
-    until: (predicate, ms = 15_000) =>
-      new Promise((resolve, reject) => {
-        const check = (): void => {
-          if (predicate(messages)) done();
-        };
-        const done = (err?: Error): void => {
-          clearTimeout(timer);
-          listeners.delete(check);
-          if (err) reject(err);
-          else resolve();
-        };
-        const timer = setTimeout(() => done(new Error(`NOTIFY_SOCKET: condition not met in ${ms} ms; got ${JSON.stringify(messages)}`)), ms);
-        listeners.add(check);
-        check();
-      }),
-  };
 }
 
 /**

@@ -1,5 +1,6 @@
 // A NOTIFY_SOCKET for tests: a unix datagram socket held by python3 (Node's dgram can't bind
-// AF_UNIX), which prints every datagram it receives as one JSON line.
+// AF_UNIX), which prints every datagram as one JSON line. systemd-notify's barrier messages
+// (BARRIER=1) are left out: they are how systemd-notify waits, not something we sent.
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -13,23 +14,22 @@ s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(sys.argv[1])
 print(json.dumps("bound"), flush=True)
 while True:
-    data = s.recv(65536)
-    print(json.dumps(data.decode()), flush=True)
+    print(json.dumps(s.recv(65536).decode("utf-8", "replace")), flush=True)
 `;
 
-export interface NotifySocket {
-  readonly path: string;
-  /** Every message received so far, each as its list of KEY=VALUE fields. */
-  readonly messages: string[][];
-  /** Resolves with the first message (from index `from` on) that has `field` (e.g. "READY=1"). */
-  waitFor(field: string, from?: number, ms?: number): Promise<{ index: number; fields: string[] }>;
+export interface NotifyReceiver {
+  readonly socketPath: string;
+  /** Messages so far, each as its newline-separated fields joined by '\n'. */
+  readonly messages: string[];
+  /** Resolves when `predicate(messages)` holds; rejects after `ms`. */
+  until(predicate: (messages: readonly string[]) => boolean, ms?: number): Promise<void>;
 }
 
-export async function notifySocket(t: TestContext): Promise<NotifySocket> {
-  const socketPath = path.join(tempDir(t, 'notify-'), 'notify.sock');
-  const child = spawn('python3', ['-c', RECEIVER, socketPath]);
+export async function notifyReceiver(t: TestContext): Promise<NotifyReceiver> {
+  const socketPath = path.join(tempDir(t, 'tls-echod-notify-'), 'notify.sock');
+  const child = spawn('python3', ['-c', RECEIVER, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.after(() => child.kill('SIGKILL'));
-  const messages: string[][] = [];
+  const messages: string[] = [];
   const listeners = new Set<() => void>();
   let buffered = '';
   let bound = false;
@@ -37,33 +37,29 @@ export async function notifySocket(t: TestContext): Promise<NotifySocket> {
     buffered += chunk.toString();
     let nl: number;
     while ((nl = buffered.indexOf('\n')) !== -1) {
-      const text = JSON.parse(buffered.slice(0, nl)) as string;
+      const text = (JSON.parse(buffered.slice(0, nl)) as string).replace(/\n$/, '');
       buffered = buffered.slice(nl + 1);
       if (!bound && text === 'bound') bound = true;
-      else messages.push(text.split('\n').filter((f) => f !== ''));
+      else if (text !== 'BARRIER=1') messages.push(text);
     }
-    for (const l of listeners) l();
+    for (const listener of listeners) listener();
   });
   while (!bound) await once(child.stdout, 'data');
   return {
-    path: socketPath,
+    socketPath,
     messages,
-    waitFor: (field, from = 0, ms = 15_000) =>
+    until: (predicate, ms = 15_000) =>
       new Promise((resolve, reject) => {
         const check = (): void => {
-          const index = messages.findIndex((m, i) => i >= from && m.includes(field));
-          if (index === -1) return;
-          done();
-          resolve({ index, fields: messages[index]! });
+          if (predicate(messages)) done();
         };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`no ${field} within ${ms} ms; got ${JSON.stringify(messages)}`));
-        }, ms);
-        const done = (): void => {
+        const done = (err?: Error): void => {
           clearTimeout(timer);
           listeners.delete(check);
+          if (err) reject(err);
+          else resolve();
         };
+        const timer = setTimeout(() => done(new Error(`NOTIFY_SOCKET: condition not met in ${ms} ms; got ${JSON.stringify(messages)}`)), ms);
         listeners.add(check);
         check();
       }),
