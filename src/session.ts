@@ -124,9 +124,12 @@ export class EchoSession {
     this.socket.end();
   };
 
+  // Some errors (ERR_TLS_RENEGOTIATION_DISABLED) are emitted without destroying the socket:
+  // any error ends the session.
   private readonly socketOnError = (err: NodeJS.ErrnoException): void => {
     this.reason ??= 'error';
     this.errorCode ??= err.code ?? err.message;
+    this.socket.destroy();
   };
 
   private readonly socketOnTimeout = (): void => this.close('idle-timeout');

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import tls from 'node:tls';
-import { connect, roundTrip, startDaemon } from './helpers/daemon';
+import { connect, roundTrip, startDaemon, until } from './helpers/daemon';
+import { metricOf } from './helpers/metrics';
 
 async function handshakeError(port: number, ca: Buffer, options: tls.ConnectionOptions): Promise<Error | undefined> {
   const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ...options });
@@ -58,4 +59,18 @@ test('alpn: the first protocol the client offers is agreed, and none when none i
   assert.equal(withAlpn.alpnProtocol, 'echo/1');
   const without = await connect(t, d.port, d.ca);
   assert.equal(without.alpnProtocol, false);
+});
+
+test('renegotiation: a TLS 1.2 client asking to renegotiate loses its session; others are unaffected', async (t) => {
+  const d = await startDaemon(t);
+  const other = await connect(t, d.port, d.ca);
+  const socket = await connect(t, d.port, d.ca, { maxVersion: 'TLSv1.2' });
+  socket.on('error', () => {});
+  const closed = new Promise((resolve) => socket.once('close', resolve));
+  // OpenSSL may finish the renegotiation before Node reports it; the session ends either way.
+  socket.renegotiate({}, () => {});
+  await closed;
+  assert.ok((await roundTrip(other, Buffer.from('fine'))).equals(Buffer.from('fine')));
+  await until(() => d.supervisor.counts.sessions === 1, 5000, 'the renegotiating session released');
+  assert.equal(await metricOf(d.supervisor, 'tls_echod_sessions_closed_total', { reason: 'error' }), 1);
 });

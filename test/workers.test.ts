@@ -2,7 +2,7 @@
 // and its slots are released; a TLS ticket from one worker resumes on another.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import tls from 'node:tls';
@@ -13,7 +13,8 @@ import path from 'node:path';
 
 /** PIDs of the worker processes of `parent`. */
 function childPids(parent: number): number[] {
-  const out = execFileSync('ps', ['-o', 'pid=', '--ppid', String(parent)], { encoding: 'utf8' });
+  // ps exits 1 when there are none.
+  const out = spawnSync('ps', ['-o', 'pid=', '--ppid', String(parent)], { encoding: 'utf8' }).stdout;
   return out.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
 }
 
@@ -76,4 +77,19 @@ test('workers: a session ticket issued by one worker resumes on another', async 
   pin.destroy();
   await until(() => d.supervisor.counts.workersReady === 2);
   assert.ok((await metricOf(d.supervisor, 'tls_echod_workers_ready')) === 2);
+});
+
+test('workers: a crash loop stops the daemon with a clear error instead of restarting forever', async (t) => {
+  const d = await spawnDaemon(t, ['--workers', '1', '--cert-dir', tempDir(t), '--log-level', 'debug']);
+  const killed = new Set<number>();
+  // Kill each worker as soon as it is up; after more than 5 exits in a minute the daemon gives up.
+  for (;;) {
+    const ready = await d.waitForLine((l) => l.message === 'worker ready' && !killed.has(Number(l.pid)), 30_000).catch(() => undefined);
+    if (ready === undefined) break; // the daemon exited
+    killed.add(Number(ready.pid));
+    process.kill(Number(ready.pid), 'SIGKILL');
+  }
+  assert.equal(d.child.exitCode, 1);
+  assert.ok(killed.size >= 6 && killed.size <= 7, `killed ${killed.size}`);
+  assert.ok(d.lines.some((l) => /workers exited \d+ times within 60 s: stopping/.test(String(l.message)) && l.code === 'ECHOD_WORKER_CRASH_LOOP'));
 });
