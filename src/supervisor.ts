@@ -149,7 +149,7 @@ export class Supervisor {
       {
         onOpen: (_id, handshakeMs) => this.metrics.handshakeCompleted(handshakeMs),
         onClosed: this.poolOnClosed,
-        onWorkerReady: () => this.dispatchPending(),
+        onCapacity: () => this.dispatchPending(),
         onWorkerRestart: () => this.metrics.workerRestarted(),
         onFatal: (err) => {
           this.logger.error(err.message, { code: (err as { code?: string }).code });

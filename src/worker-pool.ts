@@ -25,8 +25,11 @@ const CRASH_LOOP_WINDOW_MS = 60_000;
 export interface PoolEvents {
   onOpen(id: number, handshakeMs: number): void;
   onClosed(report: ConnectionClosed): void;
-  /** A worker became ready (started or restarted): pending connections may move. */
-  onWorkerReady(index: number): void;
+  /**
+   * A worker can take connections again (started, restarted, or its handles in flight fell
+   * below the bound): waiting connections may move.
+   */
+  onCapacity(): void;
   /** A worker restart was scheduled after an unexpected exit. */
   onWorkerRestart(index: number): void;
   /** The pool can't go on (crash loop): the daemon must stop. */
@@ -116,6 +119,7 @@ class ProcessWorker implements Worker {
     readonly child: ChildProcess,
     private readonly onMessage: (worker: ProcessWorker, message: FromWorker) => void,
     onExit: (worker: ProcessWorker, code: number | null, signal: NodeJS.Signals | null) => void,
+    private readonly onCapacity: () => void,
   ) {
     child.on('message', (message: FromWorker) => this.onMessage(this, message));
     // Errors on the channel (EPIPE after a crash) surface again as 'exit'; nothing else to do.
@@ -138,9 +142,9 @@ class ProcessWorker implements Worker {
     this.held.add(meta.id);
     this.inFlight++;
     this.child.send({ t: 'conn', id: meta.id, ip: meta.ip } satisfies ToWorker, socket, (err) => {
-      this.inFlight--;
       // Not delivered: the worker is going away; its exit releases this connection's slot.
       if (err) socket.destroy();
+      if (this.inFlight-- === MAX_IN_FLIGHT_PER_WORKER) this.onCapacity();
     });
   }
 
@@ -239,7 +243,7 @@ export class WorkerPool {
     // Systemd's hand-overs are the supervisor's alone.
     for (const name of ['LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES', 'NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete env[name];
     const child = fork(path.join(__dirname, 'worker.js'), [], { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json' });
-    const worker = new ProcessWorker(index, child, this.workerOnMessage, this.workerOnExit);
+    const worker = new ProcessWorker(index, child, this.workerOnMessage, this.workerOnExit, this.events.onCapacity);
     this.workers[index] = worker;
     worker.post({
       t: 'init',
@@ -265,7 +269,7 @@ export class WorkerPool {
       case 'ready':
         worker.ready = true;
         this.logger.debug('worker ready', { worker: worker.index, pid: worker.child.pid });
-        this.events.onWorkerReady(worker.index);
+        this.events.onCapacity();
         return;
       case 'open':
         this.events.onOpen(message.id, message.handshakeMs);

@@ -93,3 +93,12 @@ test('workers: a crash loop stops the daemon with a clear error instead of resta
   assert.ok(killed.size >= 6 && killed.size <= 7, `killed ${killed.size}`);
   assert.ok(d.lines.some((l) => /workers exited \d+ times within 60 s: stopping/.test(String(l.message)) && l.code === 'ECHOD_WORKER_CRASH_LOOP'));
 });
+
+test('workers: a burst larger than the IPC in-flight bound waits in the queue and is served, none refused', async (t) => {
+  const d = await startDaemon(t, { workers: '1', connRate: '100000', connBurst: '100000' });
+  const sockets = await Promise.all(Array.from({ length: 400 }, () => connect(t, d.port, d.ca)));
+  const echoed = await Promise.all(sockets.map((s, i) => roundTrip(s, Buffer.from(`#${i}`))));
+  echoed.forEach((b, i) => assert.equal(b.toString(), `#${i}`));
+  assert.equal(await metricOf(d.supervisor, 'tls_echod_connections_refused_total', { reason: 'pending-timeout' }), 0);
+  assert.equal(d.supervisor.counts.sessions, 400);
+});
