@@ -20,6 +20,8 @@ import { WorkerPool } from './worker-pool';
 
 const TICKET_KEYS_BYTES = 48;
 const SWEEP_INTERVAL_MS = 10_000;
+/** How often systemd's STATUS= line is refreshed (ms), when there is a NOTIFY_SOCKET. */
+const STATUS_INTERVAL_MS = 5_000;
 /** After the drain deadline, how long closed sessions get to report before we exit anyway (ms). */
 const FINAL_CLOSE_GRACE_MS = 2000;
 
@@ -202,6 +204,7 @@ export class Supervisor {
     every(this.config.ticketRotationSec * 1000, () => this.rotateTicketKeys());
     every(SWEEP_INTERVAL_MS, () => this.admission.sweep());
     every(this.config.renewCheckSec * 1000, () => void this.renewIfDue());
+    if (this.notifier.enabled) every(STATUS_INTERVAL_MS, () => this.notifier.status(this.statusText()));
   }
 
   // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
@@ -314,7 +317,7 @@ export class Supervisor {
     try {
       const next = this.options.reloadConfig();
       const material = await loadTlsMaterial(next, this.logger, this.options.clock?.());
-      for (const field of ['listen', 'workers', 'admin', 'logFormat'] as const) {
+      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec'] as const) {
         if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
           this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });
         }
