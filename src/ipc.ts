@@ -17,7 +17,7 @@ export type ToWorker =
   | { t: 'conn'; id: number; ip: string }
   | { t: 'identity'; identity: WireIdentity }
   | { t: 'tickets'; ticketKeys: string }
-  | { t: 'settings'; settings: TlsSettings }
+  | { t: 'settings'; settings: TlsSettings; logLevel: LogLevel }
   | { t: 'close-all'; reason: CloseReason }
   /** The supervisor is stopping this worker on purpose; the channel closes next. */
   | { t: 'stop' };

@@ -326,7 +326,7 @@ export class Supervisor {
       this.material = material;
       this.admission.update(next);
       this.pending.setLimits(next.maxPending, next.pendingTimeoutMs);
-      this.pool?.setSettings(tlsSettingsOf(next));
+      this.pool?.setSettings(tlsSettingsOf(next), next.logLevel);
       this.pool?.setIdentity(this.identity());
       this.logger.level = next.logLevel;
       this.updateCertificateMetrics();

@@ -170,6 +170,7 @@ export class WorkerPool {
   private stopping = false;
   private settings: TlsSettings;
   private identity: ServerIdentity;
+  private logLevel: LogLevel;
 
   constructor(
     private readonly options: PoolOptions,
@@ -178,6 +179,7 @@ export class WorkerPool {
   ) {
     this.settings = options.settings;
     this.identity = options.identity;
+    this.logLevel = options.logLevel;
   }
 
   /** Starts the workers; resolves once every one is ready. */
@@ -217,9 +219,11 @@ export class WorkerPool {
     this.broadcast({ t: 'tickets', ticketKeys: keys.toString('base64') });
   }
 
-  setSettings(settings: TlsSettings): void {
+  /** Limits for new sessions, and the log level, after a reload. */
+  setSettings(settings: TlsSettings, logLevel: LogLevel): void {
     this.settings = settings;
-    this.broadcast({ t: 'settings', settings });
+    this.logLevel = logLevel;
+    this.broadcast({ t: 'settings', settings, logLevel });
   }
 
   closeAll(reason: CloseReason): void {
@@ -250,7 +254,7 @@ export class WorkerPool {
       index,
       settings: this.settings,
       identity: toWire(this.identity),
-      logLevel: this.options.logLevel,
+      logLevel: this.logLevel,
       logFormat: this.options.logFormat,
     });
     return new Promise((resolve) => {

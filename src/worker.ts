@@ -49,6 +49,7 @@ function onMessage(message: ToWorker, handle: unknown): void {
       return;
     case 'settings':
       server?.setSettings(message.settings);
+      if (logger) logger.level = message.logLevel;
       return;
     case 'close-all':
       server?.closeAll(message.reason);
