@@ -14,7 +14,7 @@ export interface WireIdentity {
 
 export type ToWorker =
   | { t: 'init'; index: number; settings: TlsSettings; identity: WireIdentity; logLevel: LogLevel; logFormat: LogFormat }
-  | { t: 'conn'; id: number; ip: string }
+  | { t: 'conn'; id: number; ip: string; port: number }
   | { t: 'identity'; identity: WireIdentity }
   | { t: 'tickets'; ticketKeys: string }
   | { t: 'settings'; settings: TlsSettings; logLevel: LogLevel }

@@ -30,8 +30,9 @@ const MESSAGE = Symbol.for('message');
 // primitives, and winston's own json format (a cycle-safe, key-sorting stringify plus a
 // separate timestamp pass) costs about twice as much per session line.
 const jsonLine = winston.format((info) => {
-  const { level, message, ...rest } = info;
-  (info as Record<symbol, unknown>)[MESSAGE] = JSON.stringify({ timestamp: new Date().toISOString(), level, message, ...rest });
+  const line: Record<string, unknown> = { timestamp: new Date().toISOString(), level: info.level, message: info.message };
+  for (const key in info) if (key !== 'level' && key !== 'message') line[key] = info[key];
+  (info as Record<symbol, unknown>)[MESSAGE] = JSON.stringify(line);
   return info;
 });
 

@@ -37,6 +37,7 @@ export interface SupervisorOptions {
 
 interface Held {
   readonly ip: string;
+  readonly port: number;
   readonly socket: net.Socket;
 }
 
@@ -225,7 +226,7 @@ export class Supervisor {
       return;
     }
     this.metrics.connectionAccepted();
-    const held: Held = { ip, socket };
+    const held: Held = { ip, port: socket.remotePort ?? 0, socket };
     if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
       const worker = this.pool!.pick();
       if (worker !== undefined) {
@@ -239,7 +240,7 @@ export class Supervisor {
   private dispatch(held: Held, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
     const id = this.nextId++;
     this.held.set(id, held);
-    worker.dispatch(held.socket, { id, ip: held.ip });
+    worker.dispatch(held.socket, { id, ip: held.ip, port: held.port });
   }
 
   /** Moves waiting connections into free slots, oldest first. */

@@ -13,6 +13,8 @@ export interface ConnectionMeta {
   readonly id: number;
   /** Normalised client address (IPv4-mapped IPv6 shown as IPv4). */
   readonly ip: string;
+  /** Client port, for the log (read where the address was: no second getpeername). */
+  readonly port: number;
 }
 
 /** Reported once per connection, when its socket has closed. */
@@ -53,7 +55,7 @@ interface Connection {
   session: EchoSession | undefined;
   summary: SessionSummary | undefined;
   /** What the handshake agreed, kept for the log line (a closed socket no longer says). */
-  agreed: { tlsVersion: string | null; cipher: string | undefined; sni: string | undefined; alpn: string | undefined; remotePort: number | undefined } | undefined;
+  agreed: { tlsVersion: string | null; cipher: string | undefined; sni: string | undefined; alpn: string | undefined } | undefined;
 }
 
 // tls.Server wraps the raw socket in a TLSSocket whose `_parent` is that raw socket: the only
@@ -157,7 +159,6 @@ export class TlsEchoServer {
         cipher: cipher?.standardName ?? cipher?.name,
         sni: socket.servername || undefined,
         alpn: socket.alpnProtocol || undefined,
-        remotePort: socket.remotePort,
       };
     }
     conn.session = new EchoSession(socket, this.settings, (summary) => {
@@ -200,6 +201,7 @@ export class TlsEchoServer {
     this.logger.info('session ended', {
       sessionId: conn.meta.id,
       remoteAddress: conn.meta.ip,
+      remotePort: conn.meta.port,
       ...conn.agreed,
       bytesIn: summary.bytesIn,
       bytesOut: summary.bytesOut,

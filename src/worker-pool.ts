@@ -141,7 +141,7 @@ class ProcessWorker implements Worker {
   dispatch(socket: Socket, meta: ConnectionMeta): void {
     this.held.add(meta.id);
     this.inFlight++;
-    this.child.send({ t: 'conn', id: meta.id, ip: meta.ip } satisfies ToWorker, socket, (err) => {
+    this.child.send({ t: 'conn', id: meta.id, ip: meta.ip, port: meta.port } satisfies ToWorker, socket, (err) => {
       // Not delivered: the worker is going away; its exit releases this connection's slot.
       if (err) socket.destroy();
       if (this.inFlight-- === MAX_IN_FLIGHT_PER_WORKER) this.onCapacity();

@@ -38,7 +38,7 @@ function onMessage(message: ToWorker, handle: unknown): void {
         send({ t: 'closed', report: { id: message.id, reason: 'error', handshakeMs: undefined, durationMs: 0, bytesIn: 0, bytesOut: 0 } });
         return;
       }
-      server.accept(socket, { id: message.id, ip: message.ip });
+      server.accept(socket, { id: message.id, ip: message.ip, port: message.port });
       return;
     }
     case 'identity':
