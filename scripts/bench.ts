@@ -2,7 +2,7 @@
 // server of scripts/baseline-server.ts, on this machine, in the same run, under the same load
 // from the project's own generator (src/load-generator.ts). Prints a table of ratios to the
 // baseline and the targets from the issue; exits 0 even when a target is missed (it is a
-// benchmark, not a test). Method and results: docs/benchmark.md.
+// benchmark, not a test). Method and results: README.md, "Benchmark".
 //
 //   npm run bench [-- --quick] [-- --only pingpong,stream] [-- --json] [-- --save out.json]
 //
