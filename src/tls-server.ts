@@ -65,10 +65,11 @@ type RawSocket = Socket & { [CONNECTION]?: Connection };
 type WrappedSocket = tls.TLSSocket & { _parent?: RawSocket };
 
 export class TlsEchoServer {
-  private readonly server: tls.Server;
+  private server: tls.Server;
   private readonly connections = new Set<Connection>();
   private readonly handshakeLog: SampledLog;
   private settings: TlsSettings;
+  private identity: ServerIdentity;
 
   constructor(
     settings: TlsSettings,
@@ -77,16 +78,25 @@ export class TlsEchoServer {
     private readonly logger: Logger,
   ) {
     this.settings = settings;
+    this.identity = identity;
     this.handshakeLog = new SampledLog(logger);
-    this.server = tls.createServer({
-      ...TlsEchoServer.contextOptions(settings, identity),
+    this.server = this.createServer();
+  }
+
+  // The server never listens: it only turns handed-over sockets into TLS sessions. A reload
+  // builds a new one (Node can't change a server's handshakeTimeout); sockets already handed
+  // to the old one keep reporting to the same handlers.
+  private createServer(): tls.Server {
+    const server = tls.createServer({
+      ...TlsEchoServer.contextOptions(this.settings, this.identity),
       allowHalfOpen: true,
-      handshakeTimeout: settings.handshakeTimeoutMs,
+      handshakeTimeout: this.settings.handshakeTimeoutMs,
       // An echo peer for client tests: agree to the first protocol the client offers.
       ALPNCallback: ({ protocols }) => protocols[0],
     });
-    this.server.on('secureConnection', this.serverOnSecureConnection);
-    this.server.on('tlsClientError', this.serverOnTlsClientError);
+    server.on('secureConnection', this.serverOnSecureConnection);
+    server.on('tlsClientError', this.serverOnTlsClientError);
+    return server;
   }
 
   private static contextOptions(settings: TlsSettings, identity: ServerIdentity): tls.SecureContextOptions {
@@ -115,19 +125,20 @@ export class TlsEchoServer {
 
   /** New certificate, key or ticket keys for connections from now on; sessions keep theirs. */
   setIdentity(identity: ServerIdentity): void {
+    this.identity = identity;
     this.server.setSecureContext(TlsEchoServer.contextOptions(this.settings, identity));
   }
 
   /** Rotates ticket keys only (no new context: cheap). */
   setTicketKeys(keys: Buffer): void {
+    this.identity = { ...this.identity, ticketKeys: keys };
     this.server.setTicketKeys(keys);
   }
 
-  /** Limits and timeouts for sessions from now on (a reload); minTls applies with the next setIdentity. */
+  /** Limits, timeouts and minimum TLS version for connections from now on (a reload). */
   setSettings(settings: TlsSettings): void {
     this.settings = settings;
-    // handshakeTimeout is read per connection from the server's own field.
-    (this.server as tls.Server & { _handshakeTimeout?: number })._handshakeTimeout = settings.handshakeTimeoutMs;
+    this.server = this.createServer();
   }
 
   /** Ends every connection now with `reason`. */

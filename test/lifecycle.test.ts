@@ -287,3 +287,16 @@ test('socket activation: under systemd-socket-activate the daemon serves the pas
   const [code] = await once(child, 'exit');
   assert.equal(code, 0);
 });
+
+test('reload: a new --handshake-timeout applies to connections after the reload', { timeout: 30_000 }, async (t) => {
+  const dir = tempDir(t);
+  const configFile = path.join(dir, 'config.json');
+  writeFileSync(configFile, JSON.stringify({ handshakeTimeout: 600000 }));
+  const d = await spawnDaemon(t, ['--workers', '2', '--config', configFile, '--cert-dir', dir]);
+  writeFileSync(configFile, JSON.stringify({ handshakeTimeout: 300 }));
+  d.child.kill('SIGHUP');
+  await d.waitForLine((l) => l.message === 'reloaded');
+  // A client that never starts its handshake is closed by the new, short timeout.
+  const outcome = await rawOutcome(d.port);
+  assert.equal(outcome.received, 0);
+});
