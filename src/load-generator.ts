@@ -723,6 +723,22 @@ abstract class PersistentWorker implements LoadWorker {
     }
   }
 
+  /**
+   * Checks an echoed chunk against `message` from offset `received` while an echo is in
+   * flight. Returns the new count of bytes received, or -1 after reporting a mismatch.
+   */
+  protected verifyEcho(message: Buffer, received: number, chunk: Buffer): number {
+    if (this.opStartedAt === 0) {
+      this.mismatch(0, 'data nobody asked for (nothing was in flight)');
+      return -1;
+    }
+    if (!verifyAt(message, received, chunk)) {
+      this.mismatch(firstDifference(message, received, chunk));
+      return -1;
+    }
+    return received + chunk.length;
+  }
+
   protected mismatch(offset: number, of = 'a message'): void {
     if (this.socket !== undefined) this.fail(this.socket, 'ECHO_MISMATCH', `echo mismatch at byte ${offset} of ${of}`);
   }
@@ -814,15 +830,9 @@ class PingpongWorker extends PersistentWorker {
   }
 
   protected onData(chunk: Buffer): void {
-    if (this.opStartedAt === 0) {
-      this.mismatch(0, 'data nobody asked for (nothing was in flight)');
-      return;
-    }
-    if (!verifyAt(this.message, this.received, chunk)) {
-      this.mismatch(firstDifference(this.message, this.received, chunk));
-      return;
-    }
-    this.received += chunk.length;
+    const received = this.verifyEcho(this.message, this.received, chunk);
+    if (received < 0) return;
+    this.received = received;
     if (this.received === this.message.length) {
       this.run.recordOp(this.opStartedAt, performance.now(), this.message.length);
       this.opStartedAt = 0;
@@ -968,15 +978,9 @@ class IdleWorker extends PersistentWorker {
   }
 
   protected onData(chunk: Buffer): void {
-    if (this.opStartedAt === 0) {
-      this.mismatch(0, 'data nobody asked for (nothing was in flight)');
-      return;
-    }
-    if (!verifyAt(this.message, this.received, chunk)) {
-      this.mismatch(firstDifference(this.message, this.received, chunk));
-      return;
-    }
-    this.received += chunk.length;
+    const received = this.verifyEcho(this.message, this.received, chunk);
+    if (received < 0) return;
+    this.received = received;
     if (this.received < this.message.length) return;
     this.opStartedAt = 0;
     if (!this.held) {
