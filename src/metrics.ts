@@ -65,7 +65,7 @@ export class Metrics {
     const { sessionsActive, connectionsPending, workersReady } = options;
     new Gauge({
       name: 'tls_echod_sessions_active',
-      help: 'TLS sessions open now, across all workers.',
+      help: 'Connections holding a session slot now (in handshake or echoing), across all workers.',
       registers,
       collect() {
         this.set(sessionsActive());
@@ -117,7 +117,7 @@ export class Metrics {
     });
     this.sessionDuration = new Histogram({
       name: 'tls_echod_session_duration_seconds',
-      help: 'Lifetime of a TLS session, from handshake completed to close.',
+      help: 'Lifetime of a TLS session, from the connection being handed to a worker to its close.',
       buckets: [...SESSION_DURATION_BUCKETS],
       registers,
     });
