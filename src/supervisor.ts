@@ -87,8 +87,8 @@ export class Supervisor {
   private admin: AdminServer | undefined;
   private adminBound: HostPort | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
-  /** Connections handed to a worker and not yet closed: the session slots in use. */
-  private readonly held = new Map<number, Held>();
+  /** Connections handed to a worker and not yet closed (id → client address): the session slots in use. */
+  private readonly held = new Map<number, string>();
   private nextId = 1;
   private ready = false;
   private draining = false;
@@ -239,7 +239,9 @@ export class Supervisor {
 
   private dispatch(held: Held, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
     const id = this.nextId++;
-    this.held.set(id, held);
+    // Only the address is kept: the socket now belongs to the worker (holding it would keep a
+    // dead net.Socket per session alive in the supervisor).
+    this.held.set(id, held.ip);
     worker.dispatch(held.socket, { id, ip: held.ip, port: held.port });
   }
 
@@ -258,10 +260,10 @@ export class Supervisor {
   }
 
   private readonly poolOnClosed = (report: ConnectionClosed): void => {
-    const held = this.held.get(report.id);
-    if (held === undefined) return;
+    const ip = this.held.get(report.id);
+    if (ip === undefined) return;
     this.held.delete(report.id);
-    this.admission.release(held.ip);
+    this.admission.release(ip);
     if (report.reason === 'handshake-failed' || report.reason === 'handshake-timeout') {
       this.metrics.handshakeFailed(report.reason);
     } else {
