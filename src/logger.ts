@@ -14,42 +14,94 @@ export interface LoggerOptions {
   readonly base?: Record<string, unknown>;
 }
 
-const textFormat = winston.format.printf((info) => {
-  const { level, message, timestamp, ...rest } = info;
-  const fields = Object.entries(rest)
-    .filter(([k]) => typeof k === 'string')
-    .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`)
-    .join(' ');
-  return `${String(timestamp)} ${level.padEnd(5)} ${String(message)}${fields ? ' ' + fields : ''}`;
-});
-
 /** Where winston transports read the finished line (triple-beam's MESSAGE symbol). */
 const MESSAGE = Symbol.for('message');
+/** Where winston keeps a line's level for its transports (triple-beam's LEVEL symbol). */
+const LEVEL = Symbol.for('level');
+/** When a deferred line was logged (ms since the epoch): its timestamp, though formatted later. */
+const LOGGED_AT = Symbol('loggedAt');
+
+type Info = winston.Logform.TransformableInfo & { [LOGGED_AT]?: number };
+
+function timestampOf(info: Info): string {
+  const at = info[LOGGED_AT];
+  return (at === undefined ? new Date() : new Date(at)).toISOString();
+}
+
+const textFormat = winston.format.printf((info) => {
+  const { level, message, ...rest } = info;
+  const fields = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`)
+    .join(' ');
+  return `${timestampOf(info)} ${level.padEnd(5)} ${String(message)}${fields ? ' ' + fields : ''}`;
+});
 
 // One JSON object per line, timestamp first. Plain JSON.stringify: our fields are flat
 // primitives, and winston's own json format (a cycle-safe, key-sorting stringify plus a
 // separate timestamp pass) costs about twice as much per session line.
-const jsonLine = winston.format((info) => {
-  const line: Record<string, unknown> = { timestamp: new Date().toISOString(), level: info.level, message: info.message };
+const jsonLine = winston.format((info: Info) => {
+  const line: Record<string, unknown> = { timestamp: timestampOf(info), level: info.level, message: info.message };
   for (const key in info) if (key !== 'level' && key !== 'message') line[key] = info[key];
-  (info as Record<symbol, unknown>)[MESSAGE] = JSON.stringify(line);
+  info[MESSAGE] = JSON.stringify(line);
   return info;
 });
 
-/** Flush at once when this much is waiting (bytes), rather than at the end of the tick. */
+/** Flush at once when this many bytes (or deferred lines) are waiting. */
 const BATCH_MAX_BYTES = 64 * 1024;
+const BATCH_MAX_DEFERRED = 256;
+/** Otherwise flush this long after the first line of a batch (ms). */
+const BATCH_MAX_DELAY_MS = 10;
+
+/** A line logged but not built yet: built and formatted at flush time, in order with the rest. */
+interface Deferred {
+  readonly logger: Logger;
+  readonly level: LogLevel;
+  readonly message: string;
+  readonly fields: Record<string, unknown>;
+  /** Date.now() when logged: the line's timestamp. */
+  readonly at: number;
+}
 
 /**
- * Log lines bound for stdout, written in batches: every line logged during one turn of the
- * event loop goes out in one write. Under load the daemon ends thousands of sessions a
- * second, and one write(2) per line cost more than the rest of the line's logging together
- * (profiled). At most BATCH_MAX_BYTES wait; a process exit flushes what is left. One per
- * process, shared by every logger, so lines keep their order.
+ * Log lines bound for stdout, written in batches: a line waits at most BATCH_MAX_DELAY_MS
+ * (or until BATCH_MAX_BYTES / BATCH_MAX_DEFERRED are waiting), then goes out in one write
+ * with the lines logged after it. Under load the daemon ends thousands of sessions a
+ * second, and one write(2) per line, or even per event-loop turn, cost more than the rest
+ * of the line's logging together (profiled). A process exit flushes what is left; only a
+ * SIGKILL loses the last few milliseconds. One per process, shared by every logger, so
+ * lines keep their order.
  */
 const stdoutBatch = new (class StdoutBatch {
-  private pending: string[] = [];
+  private pending: Array<string | Deferred> = [];
   private pendingBytes = 0;
+  private deferred = 0;
   private scheduled = false;
+  readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.pending.length === 0) return;
+    const lines = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.deferred = 0;
+    let text = '';
+    for (const line of lines) {
+      if (typeof line === 'string') {
+        text += line;
+        continue;
+      }
+      // Formatting happens away from the caller: a line that can't be formatted is dropped,
+      // never allowed to throw out of a timer and take the others (and the process) down.
+      try {
+        text += formatDeferred(line);
+      } catch {
+        continue;
+      }
+    }
+    process.stdout.write(text);
+  };
+  // One timer for the life of the process, re-armed with refresh(). Unref'd: a waiting line
+  // never keeps the process alive (the exit hook writes it).
+  private readonly timer = setTimeout(this.flush, BATCH_MAX_DELAY_MS).unref();
 
   constructor() {
     process.once('exit', this.flush);
@@ -58,46 +110,87 @@ const stdoutBatch = new (class StdoutBatch {
   push(line: string): void {
     this.pending.push(line);
     this.pendingBytes += line.length;
-    if (this.pendingBytes >= BATCH_MAX_BYTES) {
+    this.afterPush();
+  }
+
+  pushDeferred(line: Deferred): void {
+    this.pending.push(line);
+    this.deferred++;
+    this.afterPush();
+  }
+
+  private afterPush(): void {
+    if (this.pendingBytes >= BATCH_MAX_BYTES || this.deferred >= BATCH_MAX_DEFERRED) {
       this.flush();
     } else if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      this.timer.refresh();
     }
   }
-
-  readonly flush = (): void => {
-    this.scheduled = false;
-    if (this.pending.length === 0) return;
-    const text = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
-    this.pending = [];
-    this.pendingBytes = 0;
-    process.stdout.write(text);
-  };
 })();
 
 class BatchedStdoutTransport extends TransportStream {
-  override log(info: Record<symbol, unknown>, callback: () => void): void {
+  override log(info: Info, callback: () => void): void {
     stdoutBatch.push(`${String(info[MESSAGE])}\n`);
     callback();
   }
 }
 
+/** What winston's logger.log would have built and formatted for a deferred line, with its newline. */
+function formatDeferred({ logger, level, message, fields, at }: Deferred): string {
+  const info: Info = { ...(logger.defaultMeta as Record<string, unknown> | undefined), ...fields, level, message, [LEVEL]: level, [LOGGED_AT]: at };
+  const out = logger.format.transform(info, logger.format.options);
+  return out ? `${String((out as Info)[MESSAGE])}\n` : '';
+}
+
+/** Loggers made by createLogger: one stdout transport, no transport-level settings. */
+const ownLoggers = new WeakSet<Logger>();
+
+/**
+ * `logger.isLevelEnabled(level)`, for checks made once per connection. On a logger from
+ * createLogger it compares two numbers; winston's own check walks the transports through
+ * a getter that allocates.
+ */
+export function logsAt(logger: Logger, level: LogLevel): boolean {
+  if (!ownLoggers.has(logger)) return logger.isLevelEnabled(level);
+  const levels = logger.levels;
+  return levels[level]! <= levels[logger.level]!;
+}
+
+/**
+ * `logger.log(level, message, fields)` for the line logged once per connection. On a logger
+ * from createLogger it gives the same line (default fields, the logger's format, the stdout
+ * transport, the timestamp of this call) but builds and formats it when its batch is
+ * written rather than now. Run once per session between two handshakes, winston's two
+ * object-mode streams and the formatting cost several times what they cost in a loop
+ * (profiled under load); a batch formats in a loop. `fields` must not change afterwards.
+ * Any other logger gets a plain logger.log.
+ */
+export function logPerConnection(logger: Logger, level: LogLevel, message: string, fields: Record<string, unknown>): void {
+  if (!ownLoggers.has(logger)) {
+    logger.log(level, message, fields);
+    return;
+  }
+  if (!logsAt(logger, level) || logger.silent) return;
+  stdoutBatch.pushDeferred({ logger, level, message, fields, at: Date.now() });
+}
+
 export function createLogger(options: LoggerOptions): Logger {
-  const format = options.format === 'json' ? jsonLine() : winston.format.combine(winston.format.timestamp(), textFormat);
-  return winston.createLogger({
+  const logger = winston.createLogger({
     level: options.level,
-    format,
+    format: options.format === 'json' ? jsonLine() : textFormat,
     defaultMeta: options.base,
     transports: [new BatchedStdoutTransport()],
   });
+  ownLoggers.add(logger);
+  return logger;
 }
 
 /** A logger for commands that print results themselves: only errors, as text, to stderr. */
 export function createQuietLogger(): Logger {
   return winston.createLogger({
     level: 'error',
-    format: winston.format.combine(winston.format.timestamp(), textFormat),
+    format: textFormat,
     transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug'] })],
   });
 }

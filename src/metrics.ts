@@ -2,12 +2,13 @@
 // calls the methods here, so one scrape of /metrics covers every worker. Metric names and label
 // values are public API (README.md, "Metrics and health"): rename nothing without a deprecation.
 //
-// The methods run per connection and per session end, so labelled children are created once at
-// construction and looked up in a Map; a reason we don't know maps to "other", which keeps the
-// label set (and the memory of the registry) bounded whatever a worker sends.
+// The event methods run for every connection, between TLS handshakes, where any code runs cold
+// and costs several times its cost in a loop (profiled). So they only add to plain numbers and
+// bucket arrays here; prom-client reads them when /metrics is scraped. A reason we don't know
+// counts as "other", which keeps the label set bounded whatever a worker sends.
 
 import { readdirSync } from 'node:fs';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 
 /** Why the supervisor refused a connection before any TLS work. */
 export const REFUSE_REASONS = ['denied', 'rate-limited', 'ip-limit', 'pool-full', 'pending-timeout', 'shutdown'] as const;
@@ -36,31 +37,83 @@ export interface MetricsOptions {
   readonly version: string;
 }
 
-interface CounterChild {
-  inc(value?: number): void;
+/** Counts per label value, with "other" for anything outside the known values. */
+class ReasonCounts {
+  private readonly counts = new Map<string, number>();
+  private other = 0;
+
+  constructor(private readonly reasons: readonly string[]) {
+    for (const reason of reasons) this.counts.set(reason, 0);
+  }
+
+  add(reason: string): void {
+    const n = this.counts.get(reason);
+    if (n === undefined) this.other++;
+    else this.counts.set(reason, n + 1);
+  }
+
+  /** Every known value (even at 0, so the first scrape shows the series) and "other". */
+  copyTo(counter: Counter<'reason'>): void {
+    counter.reset();
+    for (const reason of this.reasons) counter.inc({ reason }, this.counts.get(reason)!);
+    counter.inc({ reason: OTHER_REASON }, this.other);
+  }
+}
+
+/** A histogram's state as plain numbers: per-bucket (not cumulative) counts, the sum and the count. */
+class Buckets {
+  /** counts[i] observations fell in (bounds[i-1], bounds[i]]; the last slot is above every bound. */
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+
+  constructor(private readonly bounds: readonly number[]) {
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+
+  observe(value: number): void {
+    let i = 0;
+    while (i < this.bounds.length && value > this.bounds[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+
+  /** prom-client's sample list for a histogram: cumulative le buckets, +Inf, _sum, _count. */
+  samples(name: string): Array<{ metricName: string; labels: Record<string, string | number>; value: number }> {
+    const out = [];
+    let cumulative = 0;
+    for (let i = 0; i < this.bounds.length; i++) {
+      cumulative += this.counts[i]!;
+      out.push({ metricName: `${name}_bucket`, labels: { le: this.bounds[i]! }, value: cumulative });
+    }
+    out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: this.count });
+    out.push({ metricName: `${name}_sum`, labels: {}, value: this.sum });
+    out.push({ metricName: `${name}_count`, labels: {}, value: this.count });
+    return out;
+  }
 }
 
 export class Metrics {
   private readonly registry = new Registry();
-  private readonly accepted: Counter;
-  private readonly refused: Map<string, CounterChild>;
-  private readonly refusedOther: CounterChild;
-  private readonly handshakeFailures: Map<string, CounterChild>;
-  private readonly handshakeFailuresOther: CounterChild;
-  private readonly handshakeDuration: Histogram;
-  private readonly sessionDuration: Histogram;
-  private readonly sessionsClosed: Map<string, CounterChild>;
-  private readonly sessionsClosedOther: CounterChild;
-  private readonly bytesEchoed: Counter;
-  private readonly bytesReceived: Counter;
+  // Per-connection counts, read by prom-client at scrape time.
+  private accepted = 0;
+  private readonly refused = new ReasonCounts(REFUSE_REASONS);
+  private readonly handshakeFailures = new ReasonCounts(HANDSHAKE_FAILURE_REASONS);
+  private readonly sessionsClosed = new ReasonCounts(CLOSE_REASONS);
+  private readonly handshakeDuration = new Buckets(HANDSHAKE_DURATION_BUCKETS);
+  private readonly sessionDuration = new Buckets(SESSION_DURATION_BUCKETS);
+  private bytesEchoed = 0;
+  private bytesReceived = 0;
   private readonly certificateNotAfter: Gauge<'certificate'>;
-  private readonly reloadsOk: CounterChild;
-  private readonly reloadsFailed: CounterChild;
+  private readonly reloads: Counter<'result'>;
   private readonly workerRestarts: Counter;
 
   constructor(options: MetricsOptions) {
     const registers = [this.registry];
     addProcessMetrics(this.registry);
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client calls collect() with the metric as `this`
+    const self = this;
 
     const { sessionsActive, connectionsPending, workersReady } = options;
     new Gauge({
@@ -88,58 +141,48 @@ export class Metrics {
       },
     });
 
-    this.accepted = new Counter({
-      name: 'tls_echod_connections_accepted_total',
-      help: 'Connections that passed admission (allow/deny lists, rate and per-IP limits).',
-      registers,
-    });
-    const refused = new Counter({
+    counterOf(this.registry, 'tls_echod_connections_accepted_total', 'Connections that passed admission (allow/deny lists, rate and per-IP limits).', () => self.accepted);
+    new Counter({
       name: 'tls_echod_connections_refused_total',
       help: 'Connections refused before any TLS work, by reason.',
       labelNames: ['reason'],
       registers,
+      collect() {
+        self.refused.copyTo(this);
+      },
     });
-    [this.refused, this.refusedOther] = children(refused, REFUSE_REASONS);
-
-    const handshakeFailures = new Counter({
+    new Counter({
       name: 'tls_echod_handshake_failures_total',
       help: 'TLS handshakes that did not complete, by reason.',
       labelNames: ['reason'],
       registers,
+      collect() {
+        self.handshakeFailures.copyTo(this);
+      },
     });
-    [this.handshakeFailures, this.handshakeFailuresOther] = children(handshakeFailures, HANDSHAKE_FAILURE_REASONS);
-
-    this.handshakeDuration = new Histogram({
-      name: 'tls_echod_handshake_duration_seconds',
-      help: 'Time from a worker taking a connection to the end of its TLS handshake, for completed handshakes.',
-      buckets: [...HANDSHAKE_DURATION_BUCKETS],
-      registers,
-    });
-    this.sessionDuration = new Histogram({
-      name: 'tls_echod_session_duration_seconds',
-      help: 'Lifetime of a TLS session, from the connection being handed to a worker to its close.',
-      buckets: [...SESSION_DURATION_BUCKETS],
-      registers,
-    });
-
-    const sessionsClosed = new Counter({
+    histogramOf(
+      this.registry,
+      'tls_echod_handshake_duration_seconds',
+      'Time from a worker taking a connection to the end of its TLS handshake, for completed handshakes.',
+      this.handshakeDuration,
+    );
+    histogramOf(
+      this.registry,
+      'tls_echod_session_duration_seconds',
+      'Lifetime of a TLS session, from the connection being handed to a worker to its close.',
+      this.sessionDuration,
+    );
+    new Counter({
       name: 'tls_echod_sessions_closed_total',
       help: 'TLS sessions that ended, by close reason.',
       labelNames: ['reason'],
       registers,
+      collect() {
+        self.sessionsClosed.copyTo(this);
+      },
     });
-    [this.sessionsClosed, this.sessionsClosedOther] = children(sessionsClosed, CLOSE_REASONS);
-
-    this.bytesEchoed = new Counter({
-      name: 'tls_echod_bytes_echoed_total',
-      help: 'Application bytes echoed back to clients (counted when a session ends).',
-      registers,
-    });
-    this.bytesReceived = new Counter({
-      name: 'tls_echod_bytes_received_total',
-      help: 'Application bytes received from clients (counted when a session ends).',
-      registers,
-    });
+    counterOf(this.registry, 'tls_echod_bytes_echoed_total', 'Application bytes echoed back to clients (counted when a session ends).', () => self.bytesEchoed);
+    counterOf(this.registry, 'tls_echod_bytes_received_total', 'Application bytes received from clients (counted when a session ends).', () => self.bytesReceived);
 
     // Not zero-initialised: a 0 would read as "expired in 1970" to an expiry alert.
     this.certificateNotAfter = new Gauge({
@@ -149,14 +192,14 @@ export class Metrics {
       registers,
     });
 
-    const reloads = new Counter({
+    this.reloads = new Counter({
       name: 'tls_echod_reloads_total',
       help: 'Configuration and certificate reloads (SIGHUP, renewal), by result.',
       labelNames: ['result'],
       registers,
     });
-    this.reloadsOk = zeroed(reloads, 'ok');
-    this.reloadsFailed = zeroed(reloads, 'failed');
+    this.reloads.inc({ result: 'ok' }, 0);
+    this.reloads.inc({ result: 'failed' }, 0);
 
     this.workerRestarts = new Counter({
       name: 'tls_echod_worker_restarts_total',
@@ -174,17 +217,17 @@ export class Metrics {
 
   /** A connection passed admission. */
   connectionAccepted(): void {
-    this.accepted.inc();
+    this.accepted++;
   }
 
   /** A connection was refused; `reason` is one of REFUSE_REASONS, anything else counts as "other". */
   connectionRefused(reason: string): void {
-    (this.refused.get(reason) ?? this.refusedOther).inc();
+    this.refused.add(reason);
   }
 
   /** A handshake failed; `reason` is one of HANDSHAKE_FAILURE_REASONS, anything else counts as "other". */
   handshakeFailed(reason: string): void {
-    (this.handshakeFailures.get(reason) ?? this.handshakeFailuresOther).inc();
+    this.handshakeFailures.add(reason);
   }
 
   /** A handshake completed after `durationMs` milliseconds. */
@@ -197,12 +240,12 @@ export class Metrics {
    * `bytesIn` / `bytesOut` the application bytes received from and echoed to the client.
    */
   sessionClosed(reason: string, durationMs: number, bytesIn: number, bytesOut: number): void {
-    (this.sessionsClosed.get(reason) ?? this.sessionsClosedOther).inc();
+    this.sessionsClosed.add(reason);
     observeMs(this.sessionDuration, durationMs);
-    // Values come from workers over IPC: a negative or NaN count would make prom-client throw
-    // (or, for NaN, poison the counter for good), so only positive finite numbers are added.
-    if (bytesIn > 0 && Number.isFinite(bytesIn)) this.bytesReceived.inc(bytesIn);
-    if (bytesOut > 0 && Number.isFinite(bytesOut)) this.bytesEchoed.inc(bytesOut);
+    // Values come from workers over IPC: a negative or NaN count would poison a counter for
+    // good, so only positive finite numbers are added.
+    if (bytesIn > 0 && Number.isFinite(bytesIn)) this.bytesReceived += bytesIn;
+    if (bytesOut > 0 && Number.isFinite(bytesOut)) this.bytesEchoed += bytesOut;
   }
 
   /** Sets the notAfter of the leaf or CA certificate in use; undefined (or an invalid date) removes the series. */
@@ -214,7 +257,7 @@ export class Metrics {
 
   /** A reload (SIGHUP or certificate renewal) finished, successfully or not. */
   reload(ok: boolean): void {
-    (ok ? this.reloadsOk : this.reloadsFailed).inc();
+    this.reloads.inc({ result: ok ? 'ok' : 'failed' });
   }
 
   /** A worker exited and was started again. */
@@ -231,24 +274,34 @@ export class Metrics {
   }
 }
 
-/** Pre-created children for each known label value, all at 0, plus the "other" child. */
-function children(counter: Counter<'reason'>, reasons: readonly string[]): [Map<string, CounterChild>, CounterChild] {
-  const map = new Map<string, CounterChild>();
-  for (const reason of reasons) map.set(reason, zeroed(counter, reason));
-  return [map, zeroed(counter, OTHER_REASON)];
+/** A counter whose value is read from `read` at scrape time. */
+function counterOf(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
 }
 
-/** A child whose series exists (at 0) from the start, so the first scrape already shows it. */
-function zeroed<L extends string>(counter: Counter<L>, value: string): CounterChild {
-  const child = counter.labels(value);
-  child.inc(0);
-  return child;
+/** A histogram exported from a Buckets (prom-client takes any object with a name, help, type and get()). */
+function histogramOf(registry: Registry, name: string, help: string, buckets: Buckets): void {
+  registry.registerMetric({
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    get: () => Promise.resolve({ name, help, type: 'histogram', aggregator: 'sum', values: buckets.samples(name) }),
+  } as unknown as Metric);
 }
 
 /** Observes milliseconds as seconds; a negative duration counts as 0 and a non-finite one is dropped. */
-function observeMs(histogram: Histogram, durationMs: number): void {
+function observeMs(buckets: Buckets, durationMs: number): void {
   if (!Number.isFinite(durationMs)) return;
-  histogram.observe(durationMs > 0 ? durationMs / 1000 : 0);
+  buckets.observe(durationMs > 0 ? durationMs / 1000 : 0);
 }
 
 /**

@@ -1,6 +1,10 @@
 // One echo session: from the end of the TLS handshake to the close of the socket. Every byte
 // read is written back unchanged; reads pause while the write side is backed up or the
 // bandwidth cap is spent, so memory per client stays bounded by Node's stream buffers.
+//
+// A session costs no timer of its own for the idle timeout: it notes when the client last made
+// progress and its server checks every session now and then (see checkIdle). Sessions start
+// thousands of times a second, and per-socket timers were a measurable share of that.
 
 import type { TLSSocket } from 'node:tls';
 
@@ -16,7 +20,7 @@ export type CloseReason =
 
 /** Per-session limits; a reload changes them for new sessions only. */
 export interface SessionLimits {
-  /** Close after this long without data from the client (ms); 0 = off. */
+  /** Close after this long without progress from the client (ms; data in, or our writes drained); 0 = off. */
   readonly idleTimeoutMs: number;
   /** Close after this long whatever happens (ms); 0 = unlimited. */
   readonly sessionTimeoutMs: number;
@@ -47,6 +51,8 @@ export class EchoSession {
   private throttleTimer: NodeJS.Timeout | undefined;
   private closeTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  /** When the client last made progress (performance.now() ms): sent data, or read what we sent. */
+  private lastActivity = performance.now();
   /** Bandwidth token bucket: bytes that may still be echoed now, and when it was last topped up. */
   private allowance = 0;
   private allowanceAt = 0;
@@ -57,12 +63,9 @@ export class EchoSession {
     private readonly onClose: (summary: SessionSummary) => void,
   ) {
     socket.on('data', this.socketOnData);
-    socket.on('drain', this.socketOnDrain);
     socket.on('end', this.socketOnEnd);
     socket.on('error', this.socketOnError);
-    socket.on('timeout', this.socketOnTimeout);
     socket.once('close', this.socketOnClose);
-    if (limits.idleTimeoutMs > 0) socket.setTimeout(limits.idleTimeoutMs);
     if (limits.sessionTimeoutMs > 0) {
       this.lifetimeTimer = setTimeout(this.lifetimeOnTimeout, limits.sessionTimeoutMs);
     }
@@ -70,6 +73,12 @@ export class EchoSession {
       this.allowance = this.bandwidthBurst();
       this.allowanceAt = performance.now();
     }
+  }
+
+  /** Closes the session with reason idle-timeout if the client has made no progress for too long. */
+  checkIdle(now: number): void {
+    const limit = this.limits.idleTimeoutMs;
+    if (limit > 0 && !this.closing && now - this.lastActivity >= limit) this.close('idle-timeout');
   }
 
   /**
@@ -105,15 +114,18 @@ export class EchoSession {
     }
     this.bytesIn += data.length;
     this.bytesOut += data.length;
+    this.lastActivity = performance.now();
     if (!this.socket.write(data)) {
       this.writeBlocked = true;
       this.socket.pause();
+      this.socket.once('drain', this.socketOnDrain);
     }
     if (this.limits.bandwidthBytesPerSec > 0) this.spendBandwidth(data.length);
   };
 
   private readonly socketOnDrain = (): void => {
     this.writeBlocked = false;
+    this.lastActivity = performance.now();
     if (!this.throttled) this.socket.resume();
   };
 
@@ -131,8 +143,6 @@ export class EchoSession {
     this.errorCode ??= err.code ?? err.message;
     this.socket.destroy();
   };
-
-  private readonly socketOnTimeout = (): void => this.close('idle-timeout');
 
   private readonly lifetimeOnTimeout = (): void => this.close('session-timeout');
 

@@ -226,23 +226,24 @@ export class Supervisor {
       return;
     }
     this.metrics.connectionAccepted();
-    const held: Held = { ip, port: socket.remotePort ?? 0, socket };
+    const port = socket.remotePort ?? 0;
     if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
       const worker = this.pool!.pick();
       if (worker !== undefined) {
-        this.dispatch(held, worker);
+        this.dispatch(socket, ip, port, worker);
         return;
       }
     }
+    const held: Held = { ip, port, socket };
     if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
   };
 
-  private dispatch(held: Held, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
+  private dispatch(socket: net.Socket, ip: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
     const id = this.nextId++;
     // Only the address is kept: the socket now belongs to the worker (holding it would keep a
     // dead net.Socket per session alive in the supervisor).
-    this.held.set(id, held.ip);
-    worker.dispatch(held.socket, { id, ip: held.ip, port: held.port });
+    this.held.set(id, ip);
+    worker.dispatch(socket, { id, ip, port });
   }
 
   /** Moves waiting connections into free slots, oldest first. */
@@ -255,7 +256,7 @@ export class Supervisor {
         this.admission.release(held.ip);
         continue;
       }
-      this.dispatch(held, worker);
+      this.dispatch(held.socket, held.ip, held.port, worker);
     }
   }
 

@@ -47,7 +47,7 @@ export interface PoolOptions {
 interface Worker {
   readonly index: number;
   /** Connections handed to this worker and not yet reported closed. */
-  readonly held: Set<number>;
+  readonly load: number;
   canTake(): boolean;
   dispatch(socket: Socket, meta: ConnectionMeta): void;
   post(message: ToWorker): void;
@@ -61,17 +61,14 @@ function toWire(identity: ServerIdentity): WireIdentity {
 /** --workers 0: the same TlsEchoServer in the supervisor, no IPC. */
 class InlineWorker implements Worker {
   readonly index = 0;
-  readonly held = new Set<number>();
   private readonly server: TlsEchoServer;
 
   constructor(options: PoolOptions, events: PoolEvents, logger: Logger) {
-    this.server = new TlsEchoServer(options.settings, options.identity, {
-      onOpen: events.onOpen,
-      onClosed: (report) => {
-        this.held.delete(report.id);
-        events.onClosed(report);
-      },
-    }, logger);
+    this.server = new TlsEchoServer(options.settings, options.identity, events, logger);
+  }
+
+  get load(): number {
+    return this.server.size;
   }
 
   canTake(): boolean {
@@ -79,7 +76,6 @@ class InlineWorker implements Worker {
   }
 
   dispatch(socket: Socket, meta: ConnectionMeta): void {
-    this.held.add(meta.id);
     this.server.accept(socket, meta);
   }
 
@@ -104,6 +100,7 @@ class InlineWorker implements Worker {
 
   async stop(): Promise<void> {
     this.server.closeAll('shutdown');
+    this.server.stop();
   }
 }
 
@@ -132,6 +129,10 @@ class ProcessWorker implements Worker {
         resolve();
       });
     });
+  }
+
+  get load(): number {
+    return this.held.size;
   }
 
   canTake(): boolean {
@@ -204,7 +205,7 @@ export class WorkerPool {
   pick(): Worker | undefined {
     let best: Worker | undefined;
     for (const w of this.workers) {
-      if (w.canTake() && (best === undefined || w.held.size < best.held.size)) best = w;
+      if (w.canTake() && (best === undefined || w.load < best.load)) best = w;
     }
     return best;
   }
