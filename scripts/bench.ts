@@ -1164,7 +1164,13 @@ function renderSummary(rows: readonly Row[], results: ScenarioResults, machine: 
       `idle: ${settings.idleSessions} sessions, ${settings.idleRounds} round(s), fresh server each; total ${Math.round(elapsedSec)} s`,
   );
   const workerNote = [...results.throughput.values()].map((s) => s.workers['workers-auto']).find((w) => w !== undefined);
-  if (workerNote !== undefined) out.push(`--workers auto resolved to ${workerNote} worker(s) (the CPUs the daemon may run on)`);
+  if (workerNote !== undefined) {
+    out.push(
+      workerNote === 0
+        ? '--workers auto resolved to 0 (inline): the daemon may run on one CPU only, so its figures repeat --workers 0 measured again'
+        : `--workers auto resolved to ${workerNote} worker(s) (the CPUs the daemon may run on)`,
+    );
+  }
   out.push('');
   out.push('Throughput figures are per second of server CPU (= the rate of one saturated core); see the detail table for raw rates.');
   const header = ['scenario', 'unit', 'baseline', 'workers 0', 'ratio', 'workers auto', 'ratio', 'target', 'workers 0'];

@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { loadConfig } from '../src/config';
+import { autoWorkers, loadConfig } from '../src/config';
 import { ConfigError } from '../src/errors';
 import { runCli, tempDir } from './helpers/daemon';
 
@@ -107,4 +107,10 @@ test('cli: an unreadable certificate is a clear error and a non-zero exit', asyn
   assert.equal(r.code, 1);
   assert.match(r.stderr, /missing\.pem/);
   assert.match(r.stderr, /--cert/);
+});
+
+test('config: --workers auto is one worker per CPU, and inline (0) on a single CPU', () => {
+  assert.equal(autoWorkers(1), 0);
+  assert.equal(autoWorkers(2), 2);
+  assert.equal(autoWorkers(16), 16);
 });
