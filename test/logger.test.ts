@@ -1,0 +1,83 @@
+// The log line format, including the per-connection path that builds and formats its line at
+// batch time: same fields, order and timestamp as a plain winston call would give.
+
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { createLogger, flushLogLines, logPerConnection, logsAt } from '../src/logger';
+
+/** Every line written to stdout by `run` and the flush after it. */
+function captureStdout(t: TestContext, run: () => void): string[] {
+  flushLogLines();
+  const written: string[] = [];
+  const original = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    written.push(String(chunk));
+    return true;
+  }) as typeof process.stdout.write;
+  t.after(() => {
+    process.stdout.write = original;
+  });
+  try {
+    run();
+    flushLogLines();
+  } finally {
+    process.stdout.write = original;
+  }
+  return written.join('').split('\n').filter((line) => line !== '');
+}
+
+test('logger: a per-connection line is the JSON line logger.info would write, in order with the others', (t) => {
+  const logger = createLogger({ level: 'info', format: 'json', base: { worker: 3 } });
+  const before = Date.now();
+  const lines = captureStdout(t, () => {
+    logPerConnection(logger, 'info', 'session ended', { sessionId: 7, remoteAddress: '127.0.0.2', sni: undefined, note: 'say "hi"\n', ms: 1.5 });
+    logger.info('plain', { sessionId: 8 });
+    logPerConnection(logger, 'debug', 'not at this level', { sessionId: 9 });
+  });
+  const after = Date.now();
+  assert.equal(lines.length, 2);
+  const [deferred, plain] = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(Object.keys(deferred!), ['timestamp', 'level', 'message', 'worker', 'sessionId', 'remoteAddress', 'note', 'ms']);
+  assert.deepEqual({ ...deferred, timestamp: undefined }, {
+    timestamp: undefined,
+    level: 'info',
+    message: 'session ended',
+    worker: 3,
+    sessionId: 7,
+    remoteAddress: '127.0.0.2',
+    note: 'say "hi"\n',
+    ms: 1.5,
+  });
+  const at = Date.parse(String(deferred!.timestamp));
+  assert.ok(at >= before && at <= after, 'the timestamp is the time of the call');
+  assert.deepEqual(Object.keys(plain!), ['timestamp', 'level', 'message', 'worker', 'sessionId']);
+});
+
+test('logger: a line field that shares a default field name wins, as with winston', (t) => {
+  const logger = createLogger({ level: 'info', format: 'json', base: { worker: 1, sessionId: 0 } });
+  const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 5 }));
+  assert.equal(lines.length, 1);
+  const line = JSON.parse(lines[0]!) as Record<string, unknown>;
+  assert.equal(line.sessionId, 5);
+  assert.equal(line.worker, 1);
+});
+
+test('logger: text format, and level changes seen by logsAt', (t) => {
+  const logger = createLogger({ level: 'info', format: 'text' });
+  const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 4, reason: 'peer-closed' }));
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\S+Z info  session ended sessionId=4 reason=peer-closed$/);
+  assert.equal(logsAt(logger, 'info'), true);
+  logger.level = 'warn';
+  assert.equal(logsAt(logger, 'info'), false);
+  assert.equal(logsAt(logger, 'error'), true);
+  const none = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 5 }));
+  assert.deepEqual(none, []);
+});
+
+test('logger: a JSON logger without default fields (the inline daemon\'s)', (t) => {
+  const logger = createLogger({ level: 'info', format: 'json' });
+  const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 6 }));
+  assert.equal(lines.length, 1);
+  assert.deepEqual(Object.keys(JSON.parse(lines[0]!) as object), ['timestamp', 'level', 'message', 'sessionId']);
+});
