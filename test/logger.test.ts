@@ -66,7 +66,7 @@ test('logger: text format, and level changes seen by logsAt', (t) => {
   const logger = createLogger({ level: 'info', format: 'text' });
   const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 4, reason: 'peer-closed' }));
   assert.equal(lines.length, 1);
-  assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\S+Z info  session ended sessionId=4 reason=peer-closed$/);
+  assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\S+Z info {2}session ended sessionId=4 reason=peer-closed$/);
   assert.equal(logsAt(logger, 'info'), true);
   logger.level = 'warn';
   assert.equal(logsAt(logger, 'info'), false);
