@@ -12,7 +12,8 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { ConfigError } from '../src/errors';
 import { benchOptionsFromFlags } from '../src/commands/bench';
-import { LatencyHistogram, loadOptionProblems, runLoad, type LoadMode, type LoadResult } from '../src/load-generator';
+import { LatencyHistogram } from '../src/latency-histogram';
+import { loadOptionProblems, runLoad, type LoadMode, type LoadResult } from '../src/load-generator';
 import { startCorruptingEchoServer, startEchoServer, type EchoServer } from './helpers/echo-servers';
 
 const CLI = path.join(__dirname, '..', 'src', 'cli.js');
