@@ -46,6 +46,12 @@ const jsonLine = winston.format((info: Info) => {
   return info;
 });
 
+/**
+ * Largest write: PIPE_BUF on Linux. Workers share the supervisor's stdout, and a write of at
+ * most this much to a pipe is never interleaved with another process's, so no line is ever
+ * cut by a line from a worker. (A single longer line still goes out whole, in one write.)
+ */
+const ATOMIC_WRITE_BYTES = 4096;
 /** Flush at once when this many bytes (or deferred lines) are waiting. */
 const BATCH_MAX_BYTES = 64 * 1024;
 const BATCH_MAX_DEFERRED = 1024;
@@ -84,20 +90,20 @@ const stdoutBatch = new (class StdoutBatch {
     this.pendingBytes = 0;
     this.deferred = 0;
     let text = '';
+    let textBytes = 0;
     for (const line of lines) {
-      if (typeof line === 'string') {
-        text += line;
-        continue;
+      const formatted = textOf(line);
+      if (formatted === undefined) continue;
+      const bytes = Buffer.byteLength(formatted);
+      if (textBytes > 0 && textBytes + bytes > ATOMIC_WRITE_BYTES) {
+        process.stdout.write(text);
+        text = '';
+        textBytes = 0;
       }
-      // Formatting happens away from the caller: a line that can't be formatted is dropped,
-      // never allowed to throw out of a timer and take the others (and the process) down.
-      try {
-        text += formatDeferred(line);
-      } catch {
-        continue;
-      }
+      text += formatted;
+      textBytes += bytes;
     }
-    process.stdout.write(text);
+    if (text.length > 0) process.stdout.write(text);
   };
   // One timer for the life of the process, re-armed with refresh(). Unref'd: a waiting line
   // never keeps the process alive (the exit hook writes it).
@@ -138,6 +144,20 @@ class BatchedStdoutTransport extends TransportStream {
   override log(info: Info, callback: () => void): void {
     stdoutBatch.push(`${String(info[MESSAGE])}\n`);
     callback();
+  }
+}
+
+/**
+ * A waiting line's text. Deferred lines are formatted away from their caller, so one that
+ * can't be formatted is dropped (undefined) rather than allowed to throw out of the flush
+ * timer and take the other lines, and the process, with it.
+ */
+function textOf(line: string | Deferred): string | undefined {
+  if (typeof line === 'string') return line;
+  try {
+    return formatDeferred(line);
+  } catch {
+    return undefined;
   }
 }
 

@@ -81,3 +81,29 @@ test('logger: a JSON logger without default fields (the inline daemon\'s)', (t) 
   assert.equal(lines.length, 1);
   assert.deepEqual(Object.keys(JSON.parse(lines[0]!) as object), ['timestamp', 'level', 'message', 'sessionId']);
 });
+
+test('logger: a batch goes out in writes of whole lines, none over 4096 bytes unless one line is', (t) => {
+  const logger = createLogger({ level: 'info', format: 'json', base: { worker: 2 } });
+  flushLogLines();
+  const writes: string[] = [];
+  const original = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    writes.push(String(chunk));
+    return true;
+  }) as typeof process.stdout.write;
+  t.after(() => {
+    process.stdout.write = original;
+  });
+  for (let i = 0; i < 200; i++) logPerConnection(logger, 'info', 'session ended', { sessionId: i, pad: 'x'.repeat(i % 50) });
+  logger.info('long', { pad: 'y'.repeat(5000) });
+  flushLogLines();
+  process.stdout.write = original;
+  assert.ok(writes.length > 1);
+  const lines = writes.join('').split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 201);
+  assert.deepEqual(lines.slice(0, 200).map((l) => (JSON.parse(l) as { sessionId: number }).sessionId), [...Array(200).keys()]);
+  for (const w of writes) {
+    assert.ok(w.endsWith('\n'), 'every write ends at a line end');
+    assert.ok(Buffer.byteLength(w) <= 4096 || w.split('\n').length === 2, 'over 4096 bytes only for a single long line');
+  }
+});
