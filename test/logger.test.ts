@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { createLogger, flushLogLines, logPerConnection, logsAt } from '../src/logger';
 
-/** Every line written to stdout by `run` and the flush after it. */
-function captureStdout(t: TestContext, run: () => void): string[] {
+/** Every write to stdout made by `run` and the flush after it. */
+function captureWrites(t: TestContext, run: () => void): string[] {
   flushLogLines();
   const written: string[] = [];
   const original = process.stdout.write.bind(process.stdout);
@@ -23,7 +23,12 @@ function captureStdout(t: TestContext, run: () => void): string[] {
   } finally {
     process.stdout.write = original;
   }
-  return written.join('').split('\n').filter((line) => line !== '');
+  return written;
+}
+
+/** Every line written to stdout by `run` and the flush after it. */
+function captureStdout(t: TestContext, run: () => void): string[] {
+  return captureWrites(t, run).join('').split('\n').filter((line) => line !== '');
 }
 
 test('logger: a per-connection line is the JSON line logger.info would write, in order with the others', (t) => {
@@ -84,20 +89,10 @@ test('logger: a JSON logger without default fields (the inline daemon\'s)', (t) 
 
 test('logger: a batch goes out in writes of whole lines, none over 4096 bytes unless one line is', (t) => {
   const logger = createLogger({ level: 'info', format: 'json', base: { worker: 2 } });
-  flushLogLines();
-  const writes: string[] = [];
-  const original = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    writes.push(String(chunk));
-    return true;
-  }) as typeof process.stdout.write;
-  t.after(() => {
-    process.stdout.write = original;
+  const writes = captureWrites(t, () => {
+    for (let i = 0; i < 200; i++) logPerConnection(logger, 'info', 'session ended', { sessionId: i, pad: 'x'.repeat(i % 50) });
+    logger.info('long', { pad: 'y'.repeat(5000) });
   });
-  for (let i = 0; i < 200; i++) logPerConnection(logger, 'info', 'session ended', { sessionId: i, pad: 'x'.repeat(i % 50) });
-  logger.info('long', { pad: 'y'.repeat(5000) });
-  flushLogLines();
-  process.stdout.write = original;
   assert.ok(writes.length > 1);
   const lines = writes.join('').split('\n').filter((l) => l !== '');
   assert.equal(lines.length, 201);
