@@ -60,14 +60,14 @@ interface Connection {
   alpn: string | undefined;
 }
 
-// tls.Server wraps the raw socket in a TLSSocket whose `_parent` is that raw socket: the only
-// link from the TLS events back to the connection record we attached on hand-over.
-const CONNECTION = Symbol('connection');
-
 /** How often sessions are checked for the idle timeout, as a share of it, and within what bounds (ms). */
 const IDLE_CHECKS_PER_TIMEOUT = 20;
 const IDLE_CHECK_MIN_MS = 10;
 const IDLE_CHECK_MAX_MS = 1000;
+
+// tls.Server wraps the raw socket in a TLSSocket whose `_parent` is that raw socket: the only
+// link from the TLS events back to the connection record we attached on hand-over.
+const CONNECTION = Symbol('connection');
 type RawSocket = Socket & { [CONNECTION]?: Connection };
 type WrappedSocket = tls.TLSSocket & { _parent?: RawSocket };
 
@@ -93,12 +93,14 @@ export class TlsEchoServer {
   }
 
   // One timer for every session's idle timeout. A session closes between --idle-timeout and
-  // 1/IDLE_CHECKS_PER_TIMEOUT later (61 s at most with the default 60 s).
+  // 1/IDLE_CHECKS_PER_TIMEOUT later (61 s at most with the default 60 s). Sessions keep the
+  // timeout they started with: after a reload they are checked at the new pace (so one with a
+  // shorter timeout may close up to a second late), and a reload that turns the timeout off
+  // keeps the timer for the sessions that still have one.
   private startIdleCheck(): void {
-    clearInterval(this.idleCheck);
-    this.idleCheck = undefined;
     const idleMs = this.settings.idleTimeoutMs;
     if (idleMs <= 0) return;
+    clearInterval(this.idleCheck);
     const every = Math.min(IDLE_CHECK_MAX_MS, Math.max(IDLE_CHECK_MIN_MS, Math.floor(idleMs / IDLE_CHECKS_PER_TIMEOUT)));
     this.idleCheck = setInterval(this.checkIdle, every).unref();
   }

@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { connect, echoAll, rawOutcome, roundTrip, startDaemon, until, type InProcessDaemon } from './helpers/daemon';
+import { loadConfig } from '../src/config';
+import { connect, echoAll, rawOutcome, roundTrip, startDaemon, tempDir, until, type InProcessDaemon } from './helpers/daemon';
 import { metricOf } from './helpers/metrics';
 
 /** Resolves to 'reset' when the server refused the connection before any TLS byte. */
@@ -111,6 +112,24 @@ for (const workers of ['0', '2']) {
     await settled(d);
     assert.equal(await closedCount(d, 'idle-timeout'), 1);
     assert.equal(await closedCount(d, 'session-timeout'), 1);
+  });
+
+  test(`limits (${mode}): a session keeps its idle timeout after a reload turns it off for new ones`, { timeout: 15_000 }, async (t) => {
+    const certDir = tempDir(t);
+    const flags = { workers, listen: '127.0.0.1:0', logLevel: 'error', drainTimeout: '100', certDir };
+    const d = await startDaemon(t, { ...flags, idleTimeout: '300' }, {
+      reloadConfig: () => loadConfig({ flags: { ...flags, idleTimeout: '0' }, env: {} }),
+    });
+    const old = await connect(t, d.port, d.ca);
+    // An echo proves the server's session exists (its handshake can finish after the client's).
+    assert.ok((await roundTrip(old, Buffer.from('hello'))).equals(Buffer.from('hello')));
+    assert.equal(await d.supervisor.reload(), true);
+    const fresh = await connect(t, d.port, d.ca);
+    await waitClosed(old);
+    await settled(d, 1);
+    assert.equal(await closedCount(d, 'idle-timeout'), 1);
+    assert.equal(fresh.destroyed, false, 'the new session has no idle timeout');
+    assert.ok((await roundTrip(fresh, Buffer.from('still here'))).equals(Buffer.from('still here')));
   });
 
   test(`limits (${mode}): --max-session-bytes echoes exactly that many bytes, then closes`, async (t) => {
