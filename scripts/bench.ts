@@ -784,22 +784,44 @@ async function throughputRun(ctx: Context, sc: ThroughputScenario, server: Serve
   }
   const from = goAt === undefined ? undefined : goAt + settings.warmupMs;
   const cpu = sampler.shares(from, from === undefined ? undefined : from + result.durationSec * 1000);
-  const serverSeconds = cpu.serverSeconds > 0 ? cpu.serverSeconds : NaN;
-  return {
-    server: server.kind,
-    round,
-    generator: 'tls-echod bench',
+  return runRecord(server, round, 'tls-echod bench', cpu, logBefore, {
+    ops: result.ops,
+    bytes: result.bytes,
     opsPerSec: result.opsPerSec,
     mbPerSec: result.mbPerSec,
     p50Ms: result.latencyMs.p50,
     p99Ms: result.latencyMs.p99,
     errors: result.errors,
     firstError: result.firstError,
+  });
+}
+
+/** What a generator reports for the measured window. */
+interface Measured {
+  readonly ops: number;
+  readonly bytes: number;
+  readonly opsPerSec: number;
+  readonly mbPerSec: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly errors: number;
+  readonly firstError: string | null;
+}
+
+/** A run's record: the generator's figures, the CPU shares over the window, and per-core rates. */
+function runRecord(server: ServerProcess, round: number, generator: RunRecord['generator'], cpu: CpuShares, logBefore: number, m: Measured): RunRecord {
+  const { ops, bytes, ...figures } = m;
+  const serverSeconds = cpu.serverSeconds > 0 ? cpu.serverSeconds : NaN;
+  return {
+    server: server.kind,
+    round,
+    generator,
+    ...figures,
     serverCpu: cpu.server,
     generatorCpu: cpu.generator,
     otherCpu: cpu.other,
-    opsPerCoreSec: result.ops / serverSeconds,
-    mbPerCoreSec: result.bytes / 1e6 / serverSeconds,
+    opsPerCoreSec: ops / serverSeconds,
+    mbPerCoreSec: bytes / 1e6 / serverSeconds,
     logBytes: server.kind === 'baseline' ? 0 : server.logBytes() - logBefore,
   };
 }
@@ -844,24 +866,16 @@ async function tlsloadRun(ctx: Context, bin: string, sc: ThroughputScenario, ser
   } catch {
     throw new Error(`tlsload printed no JSON result: ${text.slice(0, 300)}`);
   }
-  const serverSeconds = cpu.serverSeconds > 0 ? cpu.serverSeconds : NaN;
-  return {
-    server: server.kind,
-    round,
-    generator: 'tlsload (Go)',
+  return runRecord(server, round, 'tlsload (Go)', cpu, logBefore, {
+    ops: j.ops,
+    bytes: j.bytes_echoed,
     opsPerSec: j.ops_per_sec,
     mbPerSec: j.mb_per_sec,
     p50Ms: j.p50_ms,
     p99Ms: j.p99_ms,
     errors: j.errors,
     firstError: j.first_error ?? null,
-    serverCpu: cpu.server,
-    generatorCpu: cpu.generator,
-    otherCpu: cpu.other,
-    opsPerCoreSec: j.ops / serverSeconds,
-    mbPerCoreSec: j.bytes_echoed / 1e6 / serverSeconds,
-    logBytes: server.kind === 'baseline' ? 0 : server.logBytes() - logBefore,
-  };
+  });
 }
 
 function describeRun(r: RunRecord, sc: ThroughputScenario): string {

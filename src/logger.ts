@@ -200,7 +200,10 @@ const ownLoggers = new WeakMap<Logger, LogFormat>();
  * a getter that allocates.
  */
 export function logsAt(logger: Logger, level: LogLevel): boolean {
-  if (!ownLoggers.has(logger)) return logger.isLevelEnabled(level);
+  return ownLoggers.has(logger) ? levelEnabled(logger, level) : logger.isLevelEnabled(level);
+}
+
+function levelEnabled(logger: Logger, level: LogLevel): boolean {
   const levels = logger.levels;
   return levels[level]! <= levels[logger.level]!;
 }
@@ -219,7 +222,7 @@ export function logPerConnection(logger: Logger, level: LogLevel, message: strin
     logger.log(level, message, fields);
     return;
   }
-  if (!logsAt(logger, level) || logger.silent) return;
+  if (!levelEnabled(logger, level) || logger.silent) return;
   stdoutBatch.pushDeferred({ logger, level, message, fields, at: Date.now() });
 }
 

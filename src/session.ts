@@ -63,6 +63,7 @@ export class EchoSession {
     private readonly onClose: (summary: SessionSummary) => void,
   ) {
     socket.on('data', this.socketOnData);
+    socket.on('drain', this.socketOnDrain);
     socket.on('end', this.socketOnEnd);
     socket.on('error', this.socketOnError);
     socket.once('close', this.socketOnClose);
@@ -118,7 +119,6 @@ export class EchoSession {
     if (!this.socket.write(data)) {
       this.writeBlocked = true;
       this.socket.pause();
-      this.socket.once('drain', this.socketOnDrain);
     }
     if (this.limits.bandwidthBytesPerSec > 0) this.spendBandwidth(data.length);
   };

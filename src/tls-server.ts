@@ -55,7 +55,8 @@ interface Connection {
   session: EchoSession | undefined;
   summary: SessionSummary | undefined;
   /** What the handshake agreed, kept for the log line (a closed socket no longer says); undefined when not logging. */
-  cipher: tls.CipherNameAndProtocol | undefined;
+  tlsVersion: string | null | undefined;
+  cipher: string | undefined;
   sni: string | undefined;
   alpn: string | undefined;
 }
@@ -137,7 +138,7 @@ export class TlsEchoServer {
 
   /** Takes over an admitted raw socket (paused) and starts its handshake. */
   accept(socket: Socket, meta: ConnectionMeta): void {
-    const conn: Connection = { meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, summary: undefined, cipher: undefined, sni: undefined, alpn: undefined };
+    const conn: Connection = { meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, summary: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
     this.connections.add(conn);
     (socket as RawSocket)[CONNECTION] = conn;
     // An established session reports from its own close (which comes after the raw socket's).
@@ -198,7 +199,9 @@ export class TlsEchoServer {
       return;
     }
     if (logsAt(this.logger, 'info')) {
-      conn.cipher = socket.getCipher();
+      conn.tlsVersion = socket.getProtocol();
+      const cipher = socket.getCipher();
+      conn.cipher = cipher.standardName ?? cipher.name;
       conn.sni = socket.servername || undefined;
       conn.alpn = socket.alpnProtocol || undefined;
     }
@@ -238,14 +241,13 @@ export class TlsEchoServer {
   }
 
   private logSession(conn: Connection, summary: SessionSummary): void {
-    const cipher = conn.cipher;
-    if (cipher === undefined) return;
+    if (conn.tlsVersion === undefined) return;
     logPerConnection(this.logger, 'info', 'session ended', {
       sessionId: conn.meta.id,
       remoteAddress: conn.meta.ip,
       remotePort: conn.meta.port,
-      tlsVersion: tlsVersionOf(cipher),
-      cipher: cipher.standardName ?? cipher.name,
+      tlsVersion: conn.tlsVersion,
+      cipher: conn.cipher,
       sni: conn.sni,
       alpn: conn.alpn,
       bytesIn: summary.bytesIn,
@@ -256,15 +258,6 @@ export class TlsEchoServer {
       error: summary.errorCode,
     });
   }
-}
-
-/**
- * The negotiated protocol, from the cipher already read for the log (one native call per
- * session instead of two). Valid because the server speaks only TLS 1.2 and 1.3: a TLS 1.3
- * suite says TLSv1.3 and can't be negotiated below it, any other suite means TLS 1.2.
- */
-function tlsVersionOf(cipher: tls.CipherNameAndProtocol): string {
-  return cipher.version === 'TLSv1.3' ? 'TLSv1.3' : 'TLSv1.2';
 }
 
 function round(ms: number | undefined): number | undefined {

@@ -67,6 +67,7 @@ process.on('SIGTERM', () => {});
 // account for our sessions any more, so end them.
 process.on('disconnect', () => {
   server?.closeAll('shutdown');
+  server?.stop();
   if (!stopping) logger?.warn('supervisor channel closed unexpectedly, worker exiting');
   setImmediate(() => process.exit(0));
 });
