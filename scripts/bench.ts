@@ -796,17 +796,8 @@ async function throughputRun(ctx: Context, sc: ThroughputScenario, server: Serve
   });
 }
 
-/** What a generator reports for the measured window. */
-interface Measured {
-  readonly ops: number;
-  readonly bytes: number;
-  readonly opsPerSec: number;
-  readonly mbPerSec: number;
-  readonly p50Ms: number;
-  readonly p99Ms: number;
-  readonly errors: number;
-  readonly firstError: string | null;
-}
+/** What a generator reports for the measured window: its figures, and the operations and bytes behind the per-core rates. */
+type Measured = Pick<RunRecord, 'opsPerSec' | 'mbPerSec' | 'p50Ms' | 'p99Ms' | 'errors' | 'firstError'> & { readonly ops: number; readonly bytes: number };
 
 /** A run's record: the generator's figures, the CPU shares over the window, and per-core rates. */
 function runRecord(server: ServerProcess, round: number, generator: RunRecord['generator'], cpu: CpuShares, logBefore: number, m: Measured): RunRecord {
