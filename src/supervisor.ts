@@ -94,7 +94,10 @@ export class Supervisor {
   private draining = false;
   private stopped: Promise<void> | undefined;
   private drainWaiter: (() => void) | undefined;
-  private renewing = false;
+  private starting: Promise<void> | undefined;
+  /** Reloads and renewals, one at a time (both replace the certificates); see serialized(). */
+  private refreshing: Promise<unknown> = Promise.resolve();
+  private queuedReload: Promise<boolean> | undefined;
   private resolveDone!: () => void;
   /** Settles when shutdown has finished. */
   readonly done = new Promise<void>((resolve) => (this.resolveDone = resolve));
@@ -138,7 +141,13 @@ export class Supervisor {
     return { sessions: this.held.size, pending: this.pending.length, ipsHeld: this.admission.perIp.size, workersReady: this.pool?.readyCount ?? 0 };
   }
 
-  async start(): Promise<void> {
+  /** Loads certificates, starts the workers and the admin listener, then listens. Runs once. */
+  start(): Promise<void> {
+    this.starting ??= this.runStart();
+    return this.starting;
+  }
+
+  private async runStart(): Promise<void> {
     this.material = await loadTlsMaterial(this.config, this.logger, this.options.clock?.());
     this.updateCertificateMetrics();
     const pool = new WorkerPool(
@@ -293,11 +302,14 @@ export class Supervisor {
   }
 
   /** Renews a self-generated leaf with 1/3 of its lifetime or less left. Runs every --renew-check. */
-  async renewIfDue(): Promise<void> {
-    if (this.material.source !== 'generated' || this.renewing || this.draining) return;
+  renewIfDue(): Promise<void> {
+    return this.serialized(() => this.runRenewIfDue());
+  }
+
+  private async runRenewIfDue(): Promise<void> {
+    if (this.material.source !== 'generated' || this.draining) return;
     const now = this.options.clock?.() ?? new Date();
     if (!needsRenewal(this.material.leaf, now)) return;
-    this.renewing = true;
     try {
       this.material = await loadTlsMaterial(this.config, this.logger, now);
       this.pool?.setIdentity(this.identity());
@@ -306,16 +318,30 @@ export class Supervisor {
     } catch (err) {
       this.metrics.reload(false);
       this.logger.error('certificate renewal failed; the current certificate keeps serving', { error: (err as Error).message });
-    } finally {
-      this.renewing = false;
     }
+  }
+
+  /** Runs `fn` after every reload or renewal already started or queued has finished. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.refreshing.then(fn);
+    this.refreshing = run.catch(() => {});
+    return run;
   }
 
   /**
    * SIGHUP: re-reads the config file and certificates and applies them to new connections.
    * Anything invalid is rejected whole and the old config keeps serving. Resolves to success.
    */
-  async reload(): Promise<boolean> {
+  reload(): Promise<boolean> {
+    // SIGHUPs that arrive while one reload waits to run share it: at most one runs and one waits.
+    this.queuedReload ??= this.serialized(() => {
+      this.queuedReload = undefined;
+      return this.runReload();
+    });
+    return this.queuedReload;
+  }
+
+  private async runReload(): Promise<boolean> {
     if (this.draining) return false;
     this.notifier.reloading();
     try {
@@ -366,6 +392,9 @@ export class Supervisor {
 
   private async runShutdown(why: string): Promise<void> {
     this.draining = true;
+    // A signal during start-up (certificate generation, forking workers): let start finish, so
+    // everything it opens is open before this closes it, rather than opened after.
+    await this.starting?.catch(() => {});
     this.logger.info('shutting down', { why, sessions: this.held.size, drainTimeoutMs: this.config.drainTimeoutMs });
     this.notifier.stopping();
     // close() stops accepting now; its callback would wait for every inline session to end.

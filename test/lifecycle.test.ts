@@ -15,6 +15,9 @@ import tls from 'node:tls';
 import { CLI, cleanEnv, connect, echoAll, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
 import { metricOf, sample } from './helpers/metrics';
 import { notifyReceiver } from './helpers/notify-socket';
+import { loadConfig } from '../src/config';
+import { createLogger } from '../src/logger';
+import { Supervisor } from '../src/supervisor';
 
 function get(address: string, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -299,4 +302,25 @@ test('reload: a new --handshake-timeout applies to connections after the reload'
   // A client that never starts its handshake is closed by the new, short timeout.
   const outcome = await rawOutcome(d.port);
   assert.equal(outcome.received, 0);
+});
+
+test('reload: SIGHUPs that arrive together run one reload, not one each at the same time', async (t) => {
+  const d = await startDaemon(t);
+  const results = await Promise.all([d.supervisor.reload(), d.supervisor.reload(), d.supervisor.reload()]);
+  assert.deepEqual(results, [true, true, true]);
+  assert.equal(await metricOf(d.supervisor, 'tls_echod_reloads_total', { result: 'ok' }), 1);
+  assert.equal(await d.supervisor.reload(), true, 'a later reload runs again');
+  assert.equal(await metricOf(d.supervisor, 'tls_echod_reloads_total', { result: 'ok' }), 2);
+});
+
+test('shutdown: a stop signal during start-up closes what start-up opened', async (t) => {
+  const config = loadConfig({ flags: { listen: '127.0.0.1:0', workers: '0', logLevel: 'error', drainTimeout: '100', certDir: tempDir(t) }, env: {} });
+  const supervisor = new Supervisor(config, createLogger({ level: 'error', format: 'json' }), { reloadConfig: () => config, version: 'test' });
+  const starting = supervisor.start();
+  // Certificate generation is still running: the signal comes before anything listens.
+  await supervisor.shutdown('SIGTERM');
+  await starting;
+  const listeners = (supervisor as unknown as { listeners: net.Server[] }).listeners;
+  assert.equal(listeners.length, 1, 'start-up still opened its listener');
+  assert.ok(listeners.every((l) => !l.listening), 'the listener opened by start-up is closed');
 });

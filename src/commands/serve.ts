@@ -39,14 +39,19 @@ async function runServe(opts: Record<string, unknown>): Promise<void> {
   process.on('SIGHUP', onHup);
 
   try {
-    await supervisor.start();
-  } catch (err) {
-    await supervisor.shutdown('startup failed');
-    throw err;
+    try {
+      await supervisor.start();
+    } catch (err) {
+      await supervisor.shutdown('startup failed');
+      throw err;
+    }
+    announce(config, supervisor, logger, activation !== undefined);
+    await supervisor.done;
+  } finally {
+    process.off('SIGINT', onStop);
+    process.off('SIGTERM', onStop);
+    process.off('SIGHUP', onHup);
   }
-  announce(config, supervisor, logger, activation !== undefined);
-  await supervisor.done;
-  process.off('SIGHUP', onHup);
 }
 
 /** Tells a person how to reach the daemon: address, fingerprints, and the command to try. */
