@@ -18,9 +18,8 @@ export function buildProgram(): Command {
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
+  // Subcommands created after exitOverride() inherit it, so their usage errors come back here too.
   for (const command of [serve, cert, check, bench]) command.register(program);
-  // Subcommands inherit the exit override so their usage errors come back here too.
-  for (const sub of program.commands) sub.exitOverride();
   return program;
 }
 

@@ -277,7 +277,6 @@ function crossCheck(c: Config, problems: string[]): void {
   if (c.chainFile !== undefined && c.certFile === undefined) {
     problems.push('--chain needs --cert and --key (it holds the intermediates sent after your certificate)');
   }
-  if (c.connBurst < 1) problems.push('--conn-burst must be at least 1');
 }
 
 function suggest(name: string, candidates: readonly string[]): string {

@@ -5,6 +5,7 @@
 import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type * as tls from 'node:tls';
+import { systemErrorCode } from './errors';
 import type { ResolvedLoadOptions } from './load-generator';
 
 /** After a failed connection, wait this long before the next attempt so a dead server isn't spun on (ms). */
@@ -430,8 +431,7 @@ export class IdleWorker extends PersistentWorker {
 }
 
 export function errorKind(err: unknown): string {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
-  return 'ERROR';
+  return systemErrorCode(err) ?? 'ERROR';
 }
 
 /** Offset in `expected` of the first byte of `chunk` (placed at `offset`) that differs, or the end of `expected`. */

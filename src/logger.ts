@@ -163,8 +163,9 @@ function textOf(line: string | Deferred): string | undefined {
 
 /** What winston's logger.log would have built and formatted for a deferred line, with its newline. */
 function formatDeferred(line: Deferred): string {
-  if (ownLoggers.get(line.logger) === 'json') {
-    const json = jsonOfDeferred(line);
+  const own = ownLoggers.get(line.logger);
+  if (own?.json !== undefined) {
+    const json = jsonOfDeferred(line, own.json);
     if (json !== undefined) return json;
   }
   const { logger, level, message, fields, at } = line;
@@ -178,21 +179,22 @@ function formatDeferred(line: Deferred): string {
  * fields object, a literal of fixed shape at its one call site, goes to JSON.stringify as it
  * is. Undefined (so: the general path) when a default field and a line field share a name.
  */
-function jsonOfDeferred({ logger, level, message, fields, at }: Deferred): string | undefined {
-  const base = logger.defaultMeta as Record<string, unknown> | null | undefined;
-  let baseJson = '';
-  if (base != null) {
-    for (const key in base) if (key in fields) return undefined;
-    baseJson = JSON.stringify(base).slice(1, -1);
-  }
+function jsonOfDeferred({ level, message, fields, at }: Deferred, { baseKeys, baseJson }: JsonBase): string | undefined {
+  for (const key of baseKeys) if (key in fields) return undefined;
   const fieldsJson = JSON.stringify(fields).slice(1, -1);
   const rest = baseJson && fieldsJson ? `${baseJson},${fieldsJson}` : baseJson || fieldsJson;
   const head = `{"timestamp":"${new Date(at).toISOString()}","level":${JSON.stringify(level)},"message":${JSON.stringify(message)}`;
   return `${head}${rest ? ',' + rest : ''}}\n`;
 }
 
-/** Loggers made by createLogger (one stdout transport, no transport-level settings), with their format. */
-const ownLoggers = new WeakMap<Logger, LogFormat>();
+/** A JSON logger's default fields, serialised once: the keys, and the JSON without its braces. */
+interface JsonBase {
+  readonly baseKeys: readonly string[];
+  readonly baseJson: string;
+}
+
+/** Loggers made by createLogger (one stdout transport, no transport-level settings); json is set for the JSON format. */
+const ownLoggers = new WeakMap<Logger, { readonly json: JsonBase | undefined }>();
 
 /**
  * `logger.isLevelEnabled(level)`, for checks made once per connection. On a logger from
@@ -233,17 +235,9 @@ export function createLogger(options: LoggerOptions): Logger {
     defaultMeta: options.base,
     transports: [new BatchedStdoutTransport()],
   });
-  ownLoggers.set(logger, options.format);
+  const base = options.base ?? {};
+  ownLoggers.set(logger, { json: options.format === 'json' ? { baseKeys: Object.keys(base), baseJson: JSON.stringify(base).slice(1, -1) } : undefined });
   return logger;
-}
-
-/** A logger for commands that print results themselves: only errors, as text, to stderr. */
-export function createQuietLogger(): Logger {
-  return winston.createLogger({
-    level: 'error',
-    format: textFormat,
-    transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug'] })],
-  });
 }
 
 /**

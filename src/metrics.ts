@@ -112,8 +112,6 @@ export class Metrics {
   constructor(options: MetricsOptions) {
     const registers = [this.registry];
     addProcessMetrics(this.registry);
-    // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client calls collect() with the metric as `this`
-    const self = this;
 
     const { sessionsActive, connectionsPending, workersReady } = options;
     new Gauge({
@@ -141,25 +139,9 @@ export class Metrics {
       },
     });
 
-    counterOf(this.registry, 'tls_echod_connections_accepted_total', 'Connections that passed admission (allow/deny lists, rate and per-IP limits).', () => self.accepted);
-    new Counter({
-      name: 'tls_echod_connections_refused_total',
-      help: 'Connections refused before any TLS work, by reason.',
-      labelNames: ['reason'],
-      registers,
-      collect() {
-        self.refused.copyTo(this);
-      },
-    });
-    new Counter({
-      name: 'tls_echod_handshake_failures_total',
-      help: 'TLS handshakes that did not complete, by reason.',
-      labelNames: ['reason'],
-      registers,
-      collect() {
-        self.handshakeFailures.copyTo(this);
-      },
-    });
+    counterOf(this.registry, 'tls_echod_connections_accepted_total', 'Connections that passed admission (allow/deny lists, rate and per-IP limits).', () => this.accepted);
+    reasonCounterOf(this.registry, 'tls_echod_connections_refused_total', 'Connections refused before any TLS work, by reason.', this.refused);
+    reasonCounterOf(this.registry, 'tls_echod_handshake_failures_total', 'TLS handshakes that did not complete, by reason.', this.handshakeFailures);
     histogramOf(
       this.registry,
       'tls_echod_handshake_duration_seconds',
@@ -172,17 +154,9 @@ export class Metrics {
       'Lifetime of a TLS session, from the connection being handed to a worker to its close.',
       this.sessionDuration,
     );
-    new Counter({
-      name: 'tls_echod_sessions_closed_total',
-      help: 'TLS sessions that ended, by close reason.',
-      labelNames: ['reason'],
-      registers,
-      collect() {
-        self.sessionsClosed.copyTo(this);
-      },
-    });
-    counterOf(this.registry, 'tls_echod_bytes_echoed_total', 'Application bytes echoed back to clients (counted when a session ends).', () => self.bytesEchoed);
-    counterOf(this.registry, 'tls_echod_bytes_received_total', 'Application bytes received from clients (counted when a session ends).', () => self.bytesReceived);
+    reasonCounterOf(this.registry, 'tls_echod_sessions_closed_total', 'TLS sessions that ended, by close reason.', this.sessionsClosed);
+    counterOf(this.registry, 'tls_echod_bytes_echoed_total', 'Application bytes echoed back to clients (counted when a session ends).', () => this.bytesEchoed);
+    counterOf(this.registry, 'tls_echod_bytes_received_total', 'Application bytes received from clients (counted when a session ends).', () => this.bytesReceived);
 
     // Not zero-initialised: a 0 would read as "expired in 1970" to an expiry alert.
     this.certificateNotAfter = new Gauge({
@@ -283,6 +257,19 @@ function counterOf(registry: Registry, name: string, help: string, read: () => n
     collect() {
       this.reset();
       this.inc(read());
+    },
+  });
+}
+
+/** A counter labelled by reason whose values are read from `counts` at scrape time. */
+function reasonCounterOf(registry: Registry, name: string, help: string, counts: ReasonCounts): void {
+  new Counter({
+    name,
+    help,
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      counts.copyTo(this);
     },
   });
 }
