@@ -17,7 +17,7 @@
 // processes to go quiet, runs again once a run during which they were busy, and says so.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -541,7 +541,7 @@ class ServerProcess {
   /** Lines the daemon logged so far (log volume of the run). */
   logBytes(): number {
     try {
-      return readFileSync(this.stdoutPath).length;
+      return statSync(this.stdoutPath).size;
     } catch {
       return 0;
     }
@@ -837,7 +837,7 @@ async function tlsloadRun(ctx: Context, bin: string, sc: ThroughputScenario, ser
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.once('error', reject);
-      child.once('exit', () => resolve(out));
+      child.once('close', () => resolve(out));
     });
   // tlsload has no warmup of its own: a short run first, not counted.
   await settle(ctx);
@@ -1300,6 +1300,8 @@ async function main(): Promise<void> {
     controller.abort();
   };
   process.on('SIGINT', onSigint);
+  // SIGTERM too: a process killed by a signal it doesn't handle runs no 'exit' hook below.
+  process.on('SIGTERM', onSigint);
   // Whatever happens, no server outlives the benchmark.
   process.on('exit', () => {
     for (const s of liveServers) s.child.kill('SIGKILL');
@@ -1353,6 +1355,7 @@ async function main(): Promise<void> {
   if (settings.json) process.stdout.write(JSON.stringify(json) + '\n');
   else process.stdout.write(renderSummary(rows, results, machine, settings, notes, elapsedSec));
   process.off('SIGINT', onSigint);
+  process.off('SIGTERM', onSigint);
 }
 
 main().then(
