@@ -138,6 +138,8 @@ export interface CliDaemon {
   waitForLine(match: (line: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>;
   /** Sends `signal` and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code once the daemon has exited by itself and its output is read (null if a signal killed it). */
+  exited(): Promise<number | null>;
 }
 
 /** Runs `tls-echod serve` as a real child process and waits for its "listening" line. */
@@ -145,10 +147,9 @@ export async function spawnDaemon(t: TestContext, args: readonly string[], env: 
   const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--log-format', 'json', ...args], {
     env: { ...cleanEnv(), ...env },
   });
-  let exited: Promise<number | null> | undefined;
-  const exitCode = (): Promise<number | null> =>
-    (exited ??= child.exitCode !== null ? Promise.resolve(child.exitCode) : once(child, 'exit').then(([code]) => code as number | null));
-  void exitCode();
+  // 'close', not 'exit': by then stdout has been read to its end, so `lines` holds every line.
+  const closed = once(child, 'close').then(([code]) => code as number | null);
+  const exitCode = (): Promise<number | null> => closed;
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
@@ -192,7 +193,7 @@ export async function spawnDaemon(t: TestContext, args: readonly string[], env: 
       };
       const timer = setTimeout(() => {
         done();
-        reject(new Error(`no matching log line within ${ms} ms; stderr: ${stderr}`));
+        reject(new Error(`no matching log line within ${ms} ms (exit ${String(child.exitCode ?? child.signalCode)}); stderr: ${stderr}; last lines: ${JSON.stringify(lines.slice(-5))}`));
       }, ms);
       const done = (): void => {
         clearTimeout(timer);
@@ -215,6 +216,7 @@ export async function spawnDaemon(t: TestContext, args: readonly string[], env: 
       child.kill(signal);
       return exitCode();
     },
+    exited: exitCode,
   };
 }
 
