@@ -566,19 +566,29 @@ function distinguishedNameText(dn: string): string {
   return dn.split('\n').filter((rdn) => rdn !== '').join(', ');
 }
 
-/** Parses Node's `DNS:a, IP Address:0:0:0:0:0:0:0:1`; values with a comma come JSON-quoted. */
+/** Leaf SANs as names: DNS names as they are, IPs canonical, anything else as `kind:value`. */
 function parseSubjectAltName(text: string | undefined): string[] {
-  if (text === undefined) return [];
-  const entries = text.match(/(?:[^,"]|"(?:[^"\\]|\\.)*")+/g) ?? [];
-  return entries.map((entry) => {
-    const e = entry.trim();
-    const colon = e.indexOf(':');
-    const kind = e.slice(0, colon);
-    const raw = e.slice(colon + 1);
-    const value = raw.startsWith('"') ? (JSON.parse(raw) as string) : raw;
+  return subjectAltNameEntries(text).map(({ kind, value }) => {
     if (kind === 'DNS') return value;
     if (kind === 'IP Address' && isIP(value) !== 0) return canonicalIp(value);
     return `${kind}:${value}`;
+  });
+}
+
+/**
+ * Splits Node's subjectAltName text (`DNS:a, IP Address:0:0:0:0:0:0:0:1`, the same on an
+ * X509Certificate and a peer certificate) into entries. A value holding a comma or a quote
+ * comes JSON-quoted (`DNS:"a,b"`), so a plain split on commas would cut it in two.
+ */
+export function subjectAltNameEntries(text: string | undefined): Array<{ kind: string; value: string }> {
+  if (text === undefined) return [];
+  const entries = text.match(/(?:[^,"]|"(?:[^"\\]|\\.)*")+/g) ?? [];
+  return entries.flatMap((entry) => {
+    const e = entry.trim();
+    const colon = e.indexOf(':');
+    if (colon === -1) return [];
+    const raw = e.slice(colon + 1);
+    return [{ kind: e.slice(0, colon), value: raw.startsWith('"') ? (JSON.parse(raw) as string) : raw }];
   });
 }
 

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
+import { subjectAltNameEntries } from './certs';
 import { formatHostPort } from './config';
 import { systemErrorCode, type ErrorCode } from './errors';
 
@@ -458,13 +459,9 @@ function formatName(name: tls.Certificate | undefined): string {
     .join(', ');
 }
 
-/** `DNS:a, IP Address:1.2.3.4` -> `['DNS:a', 'IP:1.2.3.4']`. */
+/** `DNS:a, IP Address:1.2.3.4` -> `['DNS:a', 'IP:1.2.3.4']` (a quoted value with a comma stays one entry). */
 export function parseSubjectAltName(text: string | undefined): string[] {
-  if (text === undefined || text === '') return [];
-  return text
-    .split(/,\s*/)
-    .map((s) => s.replace(/^IP Address:/, 'IP:'))
-    .filter((s) => s !== '');
+  return subjectAltNameEntries(text).map(({ kind, value }) => `${kind === 'IP Address' ? 'IP' : kind}:${value}`);
 }
 
 function isoDate(text: string): string {

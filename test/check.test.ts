@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { formatCheckResult, runCheck, type CheckResult } from '../src/check';
+import { formatCheckResult, parseSubjectAltName, runCheck, type CheckResult } from '../src/check';
 import { checkOptionsFromFlags } from '../src/commands/check';
 import { ConfigError } from '../src/errors';
 import { startCorruptingEchoServer, startEchoServer, type EchoServer } from './helpers/echo-servers';
@@ -179,6 +179,17 @@ test('check-not-tls: a plain TCP echo is reported as not TLS', async (t) => {
   const r = await runCheck({ host: '127.0.0.1', port: (plain.address() as AddressInfo).port });
   assert.equal(r.ok, false);
   assert.ok(r.reason === 'not-tls' || r.reason === 'closed' || r.reason === 'reset', `reason ${String(r.reason)}: ${String(r.error)}`);
+});
+
+test('check-sans: quoted SAN values with commas stay whole; IP Address is shortened to IP', () => {
+  assert.deepEqual(parseSubjectAltName('DNS:localhost, IP Address:127.0.0.1, DNS:"a,b.example", URI:"https://x/?a=1,2"'), [
+    'DNS:localhost',
+    'IP:127.0.0.1',
+    'DNS:a,b.example',
+    'URI:https://x/?a=1,2',
+  ]);
+  assert.deepEqual(parseSubjectAltName(undefined), []);
+  assert.deepEqual(parseSubjectAltName(''), []);
 });
 
 test('check-flags: every bad flag is listed at once, as a ConfigError (exit 2)', () => {
