@@ -5,7 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { formatHostPort, type HostPort } from './config';
-import { ListenError, systemErrorCode } from './errors';
+import { describeListenError, ListenError } from './errors';
 import type { Logger } from './logger';
 import type { Metrics } from './metrics';
 
@@ -54,7 +54,7 @@ export class AdminServer {
     this.listening ??= new Promise<HostPort>((resolve, reject) => {
       const { host, port } = this.options.address;
       const serverOnListenError = (err: Error): void => {
-        reject(new ListenError(`${this.flagText()}: ${describeListenError(err)}`, { cause: err }));
+        reject(new ListenError(`${this.flagText()}: ${describeListenError(err, '--admin')}`, { cause: err }));
       };
       this.server.once('error', serverOnListenError);
       this.server.listen({ host, port }, () => {
@@ -137,20 +137,4 @@ function send(res: http.ServerResponse, status: number, body: string, contentTyp
   if (res.destroyed) return;
   res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) });
   res.end(body);
-}
-
-function describeListenError(err: Error): string {
-  switch (systemErrorCode(err)) {
-    case 'EADDRINUSE':
-      return 'address in use (pick a free port)';
-    case 'EACCES':
-      return 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a higher port)';
-    case 'EADDRNOTAVAIL':
-      return 'address not available on this host (use a local address such as 127.0.0.1)';
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return 'host name does not resolve (use an IP address such as 127.0.0.1)';
-    default:
-      return `cannot listen (${err.message})`;
-  }
 }

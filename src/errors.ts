@@ -64,3 +64,23 @@ export function systemErrorCode(err: unknown): string | undefined {
   if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string') return err.code;
   return undefined;
 }
+
+/**
+ * Why a listening socket could not be opened, with the fix, for the address `flag` set
+ * (`--listen`, `--admin`); the error's own message for anything else.
+ */
+export function describeListenError(err: Error, flag: string): string {
+  switch (systemErrorCode(err)) {
+    case 'EADDRINUSE':
+      return `address in use (stop whatever holds it, or pick another port with ${flag})`;
+    case 'EACCES':
+      return `permission denied (ports below 1024 need root, CAP_NET_BIND_SERVICE or systemd socket activation; or pick a higher port with ${flag})`;
+    case 'EADDRNOTAVAIL':
+      return `address not available on this machine (use a local address such as 127.0.0.1 in ${flag})`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `host name does not resolve (use an IP address such as 127.0.0.1 in ${flag})`;
+    default:
+      return `cannot listen (${err.message})`;
+  }
+}

@@ -10,7 +10,7 @@ import { AdminServer } from './admin-server';
 import { ensureCertificates, loadGivenCertificates, needsRenewal, type TlsMaterial } from './certs';
 import { normalizeAddress } from './cidr';
 import { formatHostPort, type Config, type HostPort } from './config';
-import { ListenError, systemErrorCode } from './errors';
+import { describeListenError, ListenError } from './errors';
 import { SampledLog, type Logger } from './logger';
 import { Metrics } from './metrics';
 import { PendingQueue } from './pending-queue';
@@ -433,11 +433,5 @@ export class Supervisor {
 
 function listenError(target: { fd: number } | { host: string; port: number }, err: Error): ListenError {
   const where = 'fd' in target ? `socket-activated fd ${target.fd}` : `--listen ${formatHostPort(target.host, target.port)}`;
-  const hints: Record<string, string> = {
-    EADDRINUSE: 'address in use (stop whatever holds it, or pick another port with --listen)',
-    EACCES: 'permission denied (ports below 1024 need privileges: use a higher port or systemd socket activation)',
-    EADDRNOTAVAIL: 'address not available on this machine (check the host part of --listen)',
-  };
-  const code = systemErrorCode(err);
-  return new ListenError(`${where}: ${(code && hints[code]) ?? err.message}`, { cause: err });
+  return new ListenError(`${where}: ${describeListenError(err, '--listen')}`, { cause: err });
 }

@@ -554,7 +554,7 @@ test('admin-listen-in-use: a taken port rejects with ListenError ECHOD_LISTEN_FA
   await assert.rejects(admin.listen(), (err: unknown) => {
     assert.ok(err instanceof ListenError);
     assert.equal(err.code, 'ECHOD_LISTEN_FAILED');
-    assert.equal(err.message, `--admin 127.0.0.1:${port}: address in use (pick a free port)`);
+    assert.equal(err.message, `--admin 127.0.0.1:${port}: address in use (stop whatever holds it, or pick another port with --admin)`);
     return true;
   });
   await admin.close(); // closing a server that never listened is fine
