@@ -3,13 +3,29 @@
 
 import type { LogFormat, LogLevel } from './config';
 import type { CloseReason } from './session';
-import type { ConnectionClosed, TlsSettings } from './tls-server';
+import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 
 /** ServerIdentity with the ticket keys as base64, since IPC messages are JSON. */
 export interface WireIdentity {
   readonly key: string;
   readonly cert: string;
   readonly ticketKeys: string;
+}
+
+export function identityToWire(identity: ServerIdentity): WireIdentity {
+  return { key: identity.key, cert: identity.cert, ticketKeys: ticketKeysToWire(identity.ticketKeys) };
+}
+
+export function identityFromWire(identity: WireIdentity): ServerIdentity {
+  return { key: identity.key, cert: identity.cert, ticketKeys: ticketKeysFromWire(identity.ticketKeys) };
+}
+
+export function ticketKeysToWire(keys: Buffer): string {
+  return keys.toString('base64');
+}
+
+export function ticketKeysFromWire(keys: string): Buffer {
+  return Buffer.from(keys, 'base64');
 }
 
 export type ToWorker =

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { LogFormat, LogLevel } from './config';
 import { WorkerCrashLoopError } from './errors';
-import type { FromWorker, ToWorker, WireIdentity } from './ipc';
+import { identityToWire, ticketKeysToWire, type FromWorker, type ToWorker } from './ipc';
 import type { Logger } from './logger';
 import type { CloseReason } from './session';
 import { TlsEchoServer, type ConnectionClosed, type ConnectionMeta, type ServerIdentity, type TlsSettings } from './tls-server';
@@ -48,19 +48,23 @@ interface Worker {
   readonly index: number;
   /** Connections handed to this worker and not yet reported closed. */
   readonly load: number;
+  /** Started and able to take connections (a process has said so; inline always is). */
+  readonly ready: boolean;
   canTake(): boolean;
   dispatch(socket: Socket, meta: ConnectionMeta): void;
-  post(message: ToWorker): void;
+  /** Certificate, key and ticket keys for connections from now on. */
+  setIdentity(identity: ServerIdentity): void;
+  setTicketKeys(keys: Buffer): void;
+  /** Limits for new sessions, and the log level, after a reload. */
+  setSettings(settings: TlsSettings, logLevel: LogLevel): void;
+  closeAll(reason: CloseReason): void;
   stop(): Promise<void>;
-}
-
-function toWire(identity: ServerIdentity): WireIdentity {
-  return { key: identity.key, cert: identity.cert, ticketKeys: identity.ticketKeys.toString('base64') };
 }
 
 /** --workers 0: the same TlsEchoServer in the supervisor, no IPC. */
 class InlineWorker implements Worker {
   readonly index = 0;
+  readonly ready = true;
   private readonly server: TlsEchoServer;
 
   constructor(options: PoolOptions, events: PoolEvents, logger: Logger) {
@@ -79,23 +83,21 @@ class InlineWorker implements Worker {
     this.server.accept(socket, meta);
   }
 
-  post(message: ToWorker): void {
-    switch (message.t) {
-      case 'identity':
-        this.server.setIdentity({ ...message.identity, ticketKeys: Buffer.from(message.identity.ticketKeys, 'base64') });
-        return;
-      case 'tickets':
-        this.server.setTicketKeys(Buffer.from(message.ticketKeys, 'base64'));
-        return;
-      case 'settings':
-        this.server.setSettings(message.settings);
-        return;
-      case 'close-all':
-        this.server.closeAll(message.reason);
-        return;
-      default: // init and stop are for processes
-        return;
-    }
+  setIdentity(identity: ServerIdentity): void {
+    this.server.setIdentity(identity);
+  }
+
+  setTicketKeys(keys: Buffer): void {
+    this.server.setTicketKeys(keys);
+  }
+
+  // The log level is the supervisor's own logger's, which the supervisor sets.
+  setSettings(settings: TlsSettings): void {
+    this.server.setSettings(settings);
+  }
+
+  closeAll(reason: CloseReason): void {
+    this.server.closeAll(reason);
   }
 
   async stop(): Promise<void> {
@@ -149,6 +151,22 @@ class ProcessWorker implements Worker {
     });
   }
 
+  setIdentity(identity: ServerIdentity): void {
+    this.post({ t: 'identity', identity: identityToWire(identity) });
+  }
+
+  setTicketKeys(keys: Buffer): void {
+    this.post({ t: 'tickets', ticketKeys: ticketKeysToWire(keys) });
+  }
+
+  setSettings(settings: TlsSettings, logLevel: LogLevel): void {
+    this.post({ t: 'settings', settings, logLevel });
+  }
+
+  closeAll(reason: CloseReason): void {
+    this.post({ t: 'close-all', reason });
+  }
+
   post(message: ToWorker): void {
     if (!this.exited && this.child.connected) this.child.send(message, (err) => void err);
   }
@@ -198,7 +216,7 @@ export class WorkerPool {
 
   /** Workers ready to take connections. */
   get readyCount(): number {
-    return this.workers.filter((w) => !(w instanceof ProcessWorker) || w.ready).length;
+    return this.workers.filter((w) => w.ready).length;
   }
 
   /** The least-loaded worker that can take a socket now, or undefined. */
@@ -212,23 +230,23 @@ export class WorkerPool {
 
   setIdentity(identity: ServerIdentity): void {
     this.identity = identity;
-    this.broadcast({ t: 'identity', identity: toWire(identity) });
+    for (const w of this.workers) w.setIdentity(identity);
   }
 
   setTicketKeys(keys: Buffer): void {
     this.identity = { ...this.identity, ticketKeys: keys };
-    this.broadcast({ t: 'tickets', ticketKeys: keys.toString('base64') });
+    for (const w of this.workers) w.setTicketKeys(keys);
   }
 
   /** Limits for new sessions, and the log level, after a reload. */
   setSettings(settings: TlsSettings, logLevel: LogLevel): void {
     this.settings = settings;
     this.logLevel = logLevel;
-    this.broadcast({ t: 'settings', settings, logLevel });
+    for (const w of this.workers) w.setSettings(settings, logLevel);
   }
 
   closeAll(reason: CloseReason): void {
-    this.broadcast({ t: 'close-all', reason });
+    for (const w of this.workers) w.closeAll(reason);
   }
 
   /** Stops every worker (their sessions end); safe to call twice. */
@@ -237,10 +255,6 @@ export class WorkerPool {
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
     await Promise.all(this.workers.map((w) => w.stop()));
-  }
-
-  private broadcast(message: ToWorker): void {
-    for (const w of this.workers) w.post(message);
   }
 
   private spawn(index: number): Promise<void> {
@@ -254,7 +268,7 @@ export class WorkerPool {
       t: 'init',
       index,
       settings: this.settings,
-      identity: toWire(this.identity),
+      identity: identityToWire(this.identity),
       logLevel: this.logLevel,
       logFormat: this.options.logFormat,
     });

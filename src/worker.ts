@@ -5,12 +5,8 @@
 
 import type { Socket } from 'node:net';
 import { createLogger, type Logger } from './logger';
-import type { FromWorker, ToWorker, WireIdentity } from './ipc';
-import { TlsEchoServer, type ServerIdentity } from './tls-server';
-
-function fromWire(identity: WireIdentity): ServerIdentity {
-  return { key: identity.key, cert: identity.cert, ticketKeys: Buffer.from(identity.ticketKeys, 'base64') };
-}
+import { identityFromWire, ticketKeysFromWire, type FromWorker, type ToWorker } from './ipc';
+import { TlsEchoServer } from './tls-server';
 
 function send(message: FromWorker): void {
   // The channel may be gone if the supervisor died; nothing useful is left to do then.
@@ -25,7 +21,7 @@ function onMessage(message: ToWorker, handle: unknown): void {
   switch (message.t) {
     case 'init':
       logger = createLogger({ level: message.logLevel, format: message.logFormat, base: { worker: message.index } });
-      server = new TlsEchoServer(message.settings, fromWire(message.identity), {
+      server = new TlsEchoServer(message.settings, identityFromWire(message.identity), {
         onOpen: (id, handshakeMs) => send({ t: 'open', id, handshakeMs }),
         onClosed: (report) => send({ t: 'closed', report }),
       }, logger);
@@ -42,10 +38,10 @@ function onMessage(message: ToWorker, handle: unknown): void {
       return;
     }
     case 'identity':
-      server?.setIdentity(fromWire(message.identity));
+      server?.setIdentity(identityFromWire(message.identity));
       return;
     case 'tickets':
-      server?.setTicketKeys(Buffer.from(message.ticketKeys, 'base64'));
+      server?.setTicketKeys(ticketKeysFromWire(message.ticketKeys));
       return;
     case 'settings':
       server?.setSettings(message.settings);
