@@ -14,6 +14,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
+import { addressBytes } from './cidr';
 import type { KeyType } from './config';
 import { CertError, EchodError, systemErrorCode } from './errors';
 
@@ -456,7 +457,7 @@ function extKeyUsageExtension(purposes: readonly string[]): Asn1 {
 function subjectAltNameExtension(names: readonly string[]): Asn1 {
   // GeneralName is IMPLICIT tagged: dNSName [2] IA5String, iPAddress [7] OCTET STRING (4 or 16 bytes).
   const generalNames = names.map((name) =>
-    isIP(name) !== 0 ? contextPrimitive(7, ipToBytes(name)) : contextPrimitive(2, Buffer.from(name, 'ascii')),
+    isIP(name) !== 0 ? contextPrimitive(7, addressBytes(name)) : contextPrimitive(2, Buffer.from(name, 'ascii')),
   );
   return extension(OID.subjectAltName, false, sequence(generalNames));
 }
@@ -618,24 +619,6 @@ function canonicalIp(ip: string): string {
   const withoutZone = ip.replace(/%.*$/, ''); // a SAN has no room for an interface
   const family = isIP(withoutZone) === 6 ? 'ipv6' : 'ipv4';
   return new SocketAddress({ address: withoutZone, family }).address;
-}
-
-function ipToBytes(ip: string): Buffer {
-  if (isIP(ip) === 4) return Buffer.from(ip.split('.').map(Number));
-  let text = ip;
-  // A dotted IPv4 tail (::ffff:1.2.3.4) stands for the last two groups.
-  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (tail) {
-    const [a, b, c, d] = tail[1]!.split('.').map(Number) as [number, number, number, number];
-    text = text.slice(0, tail.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, rest] = text.split('::') as [string, string | undefined];
-  const headGroups = head === '' ? [] : head.split(':');
-  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
-  const zeros = rest === undefined ? [] : Array<string>(8 - headGroups.length - restGroups.length).fill('0');
-  const bytes = Buffer.alloc(16);
-  [...headGroups, ...zeros, ...restGroups].forEach((group, i) => bytes.writeUInt16BE(parseInt(group, 16), i * 2));
-  return bytes;
 }
 
 // ---------------------------------------------------------------------------------------------

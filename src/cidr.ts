@@ -39,7 +39,7 @@ export function parseCidr(text: string): Cidr | undefined {
     if (family === 4 && addrText !== text.slice(0, slash)) prefix -= 96;
     if (prefix < 0 || prefix > bits) return undefined;
   }
-  const value = addressToBigInt(addrText, family as 4 | 6);
+  const value = addressToBigInt(addrText);
   return { family: family as 4 | 6, network: value & mask(bits, prefix), prefix, text };
 }
 
@@ -48,29 +48,33 @@ function mask(bits: number, prefix: number): bigint {
   return ((1n << BigInt(prefix)) - 1n) << BigInt(bits - prefix);
 }
 
-function addressToBigInt(address: string, family: 4 | 6): bigint {
-  if (family === 4) {
-    let v = 0n;
-    for (const part of address.split('.')) v = (v << 8n) | BigInt(Number(part));
-    return v;
-  }
+function addressToBigInt(address: string): bigint {
+  return BigInt(`0x${addressBytes(address).toString('hex')}`);
+}
+
+/**
+ * A valid IPv4 or IPv6 address (as isIP accepts it) in network byte order: 4 bytes or 16.
+ * An IPv6 zone (`%eth0`) is dropped; an embedded dotted IPv4 tail (::ffff:1.2.3.4,
+ * 64:ff9b::1.2.3.4) stands for the last two groups.
+ */
+export function addressBytes(address: string): Buffer {
+  if (isIP(address) === 4) return Buffer.from(address.split('.').map(Number));
   let text = address;
   const zone = text.indexOf('%');
   if (zone !== -1) text = text.slice(0, zone);
-  // An embedded dotted IPv4 tail (::ffff:1.2.3.4 not caught above, 64:ff9b::1.2.3.4) is two groups.
   const lastColon = text.lastIndexOf(':');
   const tail = text.slice(lastColon + 1);
   if (tail.includes('.')) {
-    const v4 = addressToBigInt(tail, 4);
-    text = `${text.slice(0, lastColon + 1)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
+    const [a, b, c, d] = tail.split('.').map(Number) as [number, number, number, number];
+    text = `${text.slice(0, lastColon + 1)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
   }
   const [head, rest] = text.split('::') as [string, string | undefined];
   const headGroups = head === '' ? [] : head.split(':');
   const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
-  const groups = rest === undefined ? headGroups : [...headGroups, ...Array(8 - headGroups.length - restGroups.length).fill('0'), ...restGroups];
-  let v = 0n;
-  for (const g of groups) v = (v << 16n) | BigInt(parseInt(g, 16));
-  return v;
+  const zeros = rest === undefined ? [] : Array<string>(8 - headGroups.length - restGroups.length).fill('0');
+  const bytes = Buffer.alloc(16);
+  [...headGroups, ...zeros, ...restGroups].forEach((group, i) => bytes.writeUInt16BE(parseInt(group, 16), i * 2));
+  return bytes;
 }
 
 /** A set of CIDR blocks, matched against normalised addresses. */
@@ -96,7 +100,7 @@ export class CidrList {
     let result = false;
     if (family !== 0) {
       const bits = family === 4 ? 32 : 128;
-      const value = addressToBigInt(address, family as 4 | 6);
+      const value = addressToBigInt(address);
       result = this.blocks.some((b) => b.family === family && (value & mask(bits, b.prefix)) === b.network);
     }
     // Bounded memo: a flood from many addresses must not grow it without limit.

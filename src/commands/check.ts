@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { CHECK_DEFAULTS, formatCheckResult, runCheck, type CheckOptions, type TlsVersionPin } from '../check';
 import { parseHostPort, type HostPort } from '../config';
 import { ConfigError, EchodError, systemErrorCode } from '../errors';
+import { collect } from './options';
 
 /** Largest --bytes: the payload is held in memory. */
 const MAX_CHECK_BYTES = 256 * 1024 * 1024;
@@ -72,11 +73,6 @@ export function checkOptionsFromFlags(target: string, flags: CheckFlags): CheckO
     tls,
     alpn,
   };
-}
-
-/** Commander collector for repeatable flags. */
-export function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
 }
 
 /** A server address for a client: host:port or [v6]:port, with a host and a non-zero port. */

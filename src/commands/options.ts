@@ -4,6 +4,11 @@
 import type { Command } from 'commander';
 import { envName, OPTIONS, type ConfigSources } from '../config';
 
+/** Commander's argument parser for a repeatable flag: every value, in order. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 /** Adds `--config` and the named options (all when `only` is omitted). */
 export function addConfigOptions(command: Command, only?: readonly string[]): Command {
   command.option('--config <file>', `JSON file of options (env ${envName('config')})`);
@@ -11,7 +16,7 @@ export function addConfigOptions(command: Command, only?: readonly string[]): Co
     if (only && !only.includes(opt.flag)) continue;
     const help = `${opt.description} [default: ${opt.defaultText}; env ${envName(opt.flag)}]`;
     if (opt.repeatable) {
-      command.option(`--${opt.flag} ${opt.arg}`, help, (value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
+      command.option(`--${opt.flag} ${opt.arg}`, help, collect);
     } else {
       command.option(`--${opt.flag} ${opt.arg}`, help);
     }
