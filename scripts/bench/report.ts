@@ -1,0 +1,238 @@
+// The summary: rows of medians with ratios to the baseline and PASS/MISS against the targets,
+// the tables and notes printed at the end, and the number formatting the progress lines share.
+
+import type { Machine } from './machine';
+import type { IdleRecord, RunRecord } from './runs';
+import { SATURATED_SHARE, SERVER_LABELS, type ScenarioName, type ServerKind, type Settings } from './settings';
+
+interface Row {
+  readonly id: string;
+  readonly label: string;
+  readonly unit: string;
+  readonly better: 'higher' | 'lower';
+  /** Ratio to the baseline that --workers 0 must reach (at least, or at most when lower is better). */
+  readonly target: number;
+  readonly values: Partial<Record<ServerKind, number>>;
+  readonly ratios: Partial<Record<ServerKind, number>>;
+  /** --workers 0 against the target; undefined when not measured or not judged (see verdict). */
+  readonly pass: boolean | undefined;
+  readonly autoPass: boolean | undefined;
+  /** Shown instead of PASS/MISS when the row is not judged: why. */
+  readonly verdict?: string;
+}
+
+export function median(values: readonly number[]): number {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const mid = v.length >> 1;
+  return v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+function medianBy<T>(records: readonly T[], kind: ServerKind, pick: (r: T) => number, kindOf: (r: T) => ServerKind): number {
+  return median(records.filter((r) => kindOf(r) === kind).map(pick));
+}
+
+function makeRow(id: string, label: string, unit: string, better: Row['better'], target: number, values: Partial<Record<ServerKind, number>>): Row {
+  const base = values.baseline;
+  const ratios: Partial<Record<ServerKind, number>> = {};
+  for (const [kind, v] of Object.entries(values) as Array<[ServerKind, number]>) {
+    if (kind !== 'baseline' && base !== undefined && Number.isFinite(v) && Number.isFinite(base) && base > 0) ratios[kind] = v / base;
+  }
+  const meets = (r: number | undefined): boolean | undefined => (r === undefined ? undefined : better === 'higher' ? r >= target : r <= target);
+  return { id, label, unit, better, target, values, ratios, pass: meets(ratios['workers-0']), autoPass: meets(ratios['workers-auto']) };
+}
+
+export interface ScenarioResults {
+  throughput: Map<ScenarioName, { runs: RunRecord[]; crossCheck: RunRecord[]; workers: Partial<Record<ServerKind, number>> }>;
+  idle: IdleRecord[];
+}
+
+export function buildRows(results: ScenarioResults): Row[] {
+  const rows: Row[] = [];
+  const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn'];
+  const values = (runs: readonly RunRecord[], pick: (r: RunRecord) => number): Partial<Record<ServerKind, number>> => {
+    const out: Partial<Record<ServerKind, number>> = {};
+    for (const k of kinds) {
+      const v = medianBy(runs, k, pick, (r) => r.server);
+      if (Number.isFinite(v)) out[k] = v;
+    }
+    return out;
+  };
+  const t = results.throughput;
+  const saturated = (runs: readonly RunRecord[]): boolean => medianBy(runs, 'workers-0', (r) => r.serverCpu, (r) => r.server) >= SATURATED_SHARE;
+  // A throughput figure is judged where the server was saturated, as the targets ask: the
+  // project's generator when it saturated --workers 0, else the Go generator's cross-check
+  // when that did (the project's figure is then shown, extrapolated, but not judged).
+  const throughput = (name: ScenarioName, label: string, unit: string, pick: (r: RunRecord) => number): void => {
+    const s = t.get(name);
+    if (!s) return;
+    const own = makeRow(name, label, unit, 'higher', 0.95, values(s.runs, pick));
+    if (s.crossCheck.length === 0) {
+      rows.push(own);
+      return;
+    }
+    const go = makeRow(`${name}-tlsload`, `${label}, Go tlsload`, unit, 'higher', 0.95, values(s.crossCheck, pick));
+    if (!saturated(s.runs) && saturated(s.crossCheck)) {
+      rows.push({ ...own, pass: undefined, autoPass: undefined, verdict: 'partial load' }, go);
+    } else {
+      rows.push(own, { ...go, pass: undefined, verdict: 'cross-check' });
+    }
+  };
+  throughput('handshake-ecdsa', 'Full handshakes/s, ECDSA P-256', '/core-s', (r) => r.opsPerCoreSec);
+  throughput('handshake-rsa', 'Full handshakes/s, RSA-2048', '/core-s', (r) => r.opsPerCoreSec);
+  throughput('pingpong', 'Ping-pong 64 B msgs/s, 64 conns', '/core-s', (r) => r.opsPerCoreSec);
+  const pp = t.get('pingpong');
+  if (pp) rows.push(makeRow('pingpong-p99', 'Ping-pong p99 latency, 64 conns', 'ms', 'lower', 1.2, values(pp.runs, (r) => r.p99Ms)));
+  throughput('stream', 'Bulk echo MB/s, 4 conns', 'MB/core-s', (r) => r.mbPerCoreSec);
+  if (results.idle.length > 0) {
+    const v: Partial<Record<ServerKind, number>> = {};
+    for (const k of kinds) {
+      const m = medianBy(results.idle, k, (r) => r.perSessionKiB, (r) => r.server);
+      if (Number.isFinite(m)) v[k] = m;
+    }
+    rows.push(makeRow('idle-rss', `RSS per idle session`, 'KiB', 'lower', 1.1, v));
+  }
+  return rows;
+}
+
+export function fmt(n: number | undefined, decimals: number): string {
+  if (n === undefined || !Number.isFinite(n)) return '-';
+  return n.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+function ratioText(ratio: number | undefined): string {
+  return ratio === undefined ? '-' : `${fmt(ratio, 3)}x`;
+}
+
+export function pct(share: number): string {
+  return Number.isFinite(share) ? `${Math.round(share * 100)}%` : '-';
+}
+
+function decimalsFor(unit: string, v: number | undefined): number {
+  if (unit === 'ms' || unit === 'KiB') return v !== undefined && v < 10 ? 2 : 1;
+  return 0;
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[], rightAlign: ReadonlySet<number>): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    '| ' + cells.map((c, i) => (rightAlign.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ') + ' |';
+  const rule = '|' + widths.map((w, i) => (rightAlign.has(i) ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|') + '|';
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+export function renderSummary(rows: readonly Row[], results: ScenarioResults, machine: Machine, settings: Settings, notes: readonly string[], elapsedSec: number): string {
+  const out: string[] = [];
+  out.push(`tls-echod benchmark, ${machine.date.slice(0, 10)}`);
+  out.push(`Machine: ${machine.cpuModel}, ${machine.cpus} CPU(s), ${machine.kernel}, Node ${machine.node}; load average at start ${machine.loadAvgAtStart.join(' ')}`);
+  out.push(`tls-echod commit ${machine.commit}; pinning: ${machine.pinNote}`);
+  if (settings.daemonArgs.length + settings.daemonNodeArgs.length > 0) out.push(`Extra daemon arguments: ${[...settings.daemonNodeArgs, ...settings.daemonArgs].join(' ')}`);
+  out.push(
+    `Runs: ${settings.rounds} alternating round(s) per scenario, ${settings.warmupMs / 1000} s warmup + ${settings.durationMs / 1000} s measured each ` +
+      `(each server soaked ${settings.soakMs / 1000} s first, handshakes ${settings.soakMs / 2000} s), medians shown; ` +
+      `idle: ${settings.idleSessions} sessions, ${settings.idleRounds} round(s), fresh server each; total ${Math.round(elapsedSec)} s`,
+  );
+  const workerNote = [...results.throughput.values()].map((s) => s.workers['workers-auto']).find((w) => w !== undefined);
+  if (workerNote !== undefined) {
+    out.push(
+      workerNote === 0
+        ? '--workers auto resolved to 0 (inline): the daemon may run on one CPU only, so its figures repeat --workers 0 measured again'
+        : `--workers auto resolved to ${workerNote} worker(s) (the CPUs the daemon may run on)`,
+    );
+  }
+  out.push('');
+  out.push('Throughput figures are per second of server CPU (= the rate of one saturated core); see the detail table for raw rates.');
+  const header = ['scenario', 'unit', 'baseline', 'workers 0', 'ratio', 'workers auto', 'ratio', 'target', 'workers 0'];
+  const body = rows.map((r) => [
+    r.label,
+    r.unit,
+    fmt(r.values.baseline, decimalsFor(r.unit, r.values.baseline)),
+    fmt(r.values['workers-0'], decimalsFor(r.unit, r.values['workers-0'])),
+    ratioText(r.ratios['workers-0']),
+    fmt(r.values['workers-auto'], decimalsFor(r.unit, r.values['workers-auto'])),
+    ratioText(r.ratios['workers-auto']) + (r.autoPass === false ? ' !' : ''),
+    `${r.better === 'higher' ? '>=' : '<='} ${r.target.toFixed(2)}x`,
+    r.pass === undefined ? r.verdict ?? '-' : r.pass ? 'PASS' : 'MISS',
+  ]);
+  out.push(table(header, body, new Set([2, 3, 4, 5, 6])));
+  out.push('(targets apply to --workers 0; "!" marks a workers auto ratio that would miss them)');
+  const logRows = rows.filter((r) => r.values['workers-0-log-warn'] !== undefined);
+  if (logRows.length > 0) {
+    out.push('');
+    out.push('Cost of the per-session info log line (--workers 0, default --log-level info vs --log-level warn):');
+    for (const r of logRows) {
+      out.push(`  ${r.label}: info ${fmt(r.values['workers-0'], 0)} ${r.unit} (${fmt(r.ratios['workers-0'], 2)}x), warn ${fmt(r.values['workers-0-log-warn'], 0)} ${r.unit} (${fmt(r.ratios['workers-0-log-warn'], 2)}x)`);
+    }
+  }
+  out.push('');
+  out.push('Detail (medians over rounds; "bound" says which side ran out of CPU):');
+  const detail: string[][] = [];
+  for (const [name, s] of results.throughput) {
+    for (const [gen, runs] of [['tls-echod bench', s.runs], ['tlsload (Go)', s.crossCheck]] as const) {
+      for (const kind of ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn'] as const) {
+        const mine = runs.filter((r) => r.server === kind);
+        if (mine.length === 0) continue;
+        const m = (pick: (r: RunRecord) => number): number => median(mine.map(pick));
+        const stream = name === 'stream';
+        const serverCpu = m((r) => r.serverCpu);
+        const genCpu = m((r) => r.generatorCpu);
+        const loadCores = machine.pinning?.load.length ?? machine.cpus;
+        const bound = serverCpu >= SATURATED_SHARE ? 'server' : genCpu >= SATURATED_SHARE * loadCores ? 'generator' : 'neither';
+        const raw = mine.map((r) => (stream ? r.mbPerSec : r.opsPerSec));
+        detail.push([
+          name,
+          gen,
+          SERVER_LABELS[kind],
+          `${fmt(median(raw), 0)} ${stream ? 'MB/s' : '/s'}`,
+          `${fmt(Math.min(...raw), 0)}-${fmt(Math.max(...raw), 0)}`,
+          pct(serverCpu),
+          pct(genCpu),
+          pct(m((r) => r.otherCpu)),
+          bound,
+          `${fmt(m((r) => (stream ? r.mbPerCoreSec : r.opsPerCoreSec)), 0)}`,
+          m((r) => r.p50Ms).toFixed(2),
+          m((r) => r.p99Ms).toFixed(2),
+          String(mine.reduce((sum, r) => sum + r.errors, 0)),
+          kind === 'baseline' ? '-' : fmt(m((r) => r.logBytes) / 1024, 0),
+        ]);
+      }
+    }
+  }
+  if (detail.length > 0) {
+    out.push(
+      table(
+        ['scenario', 'generator', 'server', 'raw rate', 'range', 'server CPU', 'gen CPU', 'other CPU', 'bound', 'per core-s', 'p50 ms', 'p99 ms', 'errors', 'log KiB'],
+        detail,
+        new Set([3, 4, 5, 6, 7, 9, 10, 11, 12, 13]),
+      ),
+    );
+  }
+  if (results.idle.length > 0) {
+    out.push('');
+    const idleRows = (['baseline', 'workers-0', 'workers-auto'] as const).flatMap((kind) => {
+      const mine = results.idle.filter((r) => r.server === kind);
+      if (mine.length === 0) return [];
+      return [[
+        SERVER_LABELS[kind],
+        String(median(mine.map((r) => r.established))),
+        [...new Set(mine.map((r) => r.rampPerSec))].join(', '),
+        fmt(median(mine.map((r) => r.rssBeforeKiB)) / 1024, 1),
+        fmt(median(mine.map((r) => r.rssAfterKiB)) / 1024, 1),
+        mine.map((r) => fmt(r.perSessionKiB, 1)).join(', '),
+        String(mine.reduce((sum, r) => sum + r.errors, 0)),
+      ]];
+    });
+    out.push(table(['idle sessions', 'established', 'opened/s', 'RSS before MiB', 'RSS after MiB', 'KiB/session per round', 'errors'], idleRows, new Set([1, 2, 3, 4, 5, 6])));
+  }
+  const allNotes = [...notes];
+  const missed = rows.filter((r) => r.pass === false);
+  out.push('');
+  const judged = rows.filter((r) => r.pass !== undefined);
+  out.push(judged.length === 0 ? 'No target was judged: nothing measured --workers 0 against the baseline.' : missed.length === 0 ? `All ${judged.length} judged targets met by --workers 0.` : `Missed by --workers 0: ${missed.map((r) => `${r.label} (${fmt(r.ratios['workers-0'], 2)}x, target ${r.better === 'higher' ? '>=' : '<='} ${r.target}x)`).join('; ')}`);
+  if (allNotes.length > 0) {
+    out.push('');
+    out.push('Notes:');
+    for (const n of allNotes) out.push(`  - ${n}`);
+  }
+  return out.join('\n') + '\n';
+}

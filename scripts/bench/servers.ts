@@ -1,0 +1,323 @@
+// The servers under test: starting the baseline and tls-echod (pinned, with their certificates),
+// finding their port, stopping them; and the CPU accounting that needs to tell our processes
+// (servers, generator) from everyone else's: the quiet-wait before a run and the CPU sampler
+// during it.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, statSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { childPids, processTree, readFileOr, readProcStat, selfAndReapedTicks, systemBusyTicks, vmRssKiB, type Machine } from './machine';
+import {
+  DAEMON_PROTECTION_FLAGS,
+  QUIET_OTHER_SHARE,
+  QUIET_PROBE_MS,
+  SAMPLE_INTERVAL_MS,
+  SERVER_LABELS,
+  START_TIMEOUT_MS,
+  STOP_TIMEOUT_MS,
+  type KeyType,
+  type ServerKind,
+  type Settings,
+} from './settings';
+
+// Relative to dist/scripts/bench/, where this module is compiled to.
+const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
+const BASELINE = path.join(__dirname, '..', 'baseline-server.js');
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+interface ServerStart {
+  readonly kind: ServerKind;
+  readonly certDir: string;
+  readonly machine: Machine;
+  readonly settings: Settings;
+  readonly workDir: string;
+}
+
+export const liveServers = new Set<ServerProcess>();
+
+export class ServerProcess {
+  exited = false;
+  port = 0;
+  /** Worker count the daemon reported (auto resolves to the CPUs it may use). */
+  workers: number | undefined;
+  private readonly exitPromise: Promise<void>;
+
+  private constructor(
+    readonly kind: ServerKind,
+    readonly child: ChildProcess,
+    readonly stdoutPath: string,
+    readonly stderrPath: string,
+  ) {
+    this.exitPromise = new Promise((resolve) =>
+      child.once('exit', () => {
+        this.exited = true;
+        liveServers.delete(this);
+        resolve();
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  static async start(o: ServerStart): Promise<ServerProcess> {
+    const cert = path.join(o.certDir, 'server.pem');
+    const key = path.join(o.certDir, 'server-key.pem');
+    const nodeArgs: string[] = [];
+    let fixedPort: number | undefined;
+    let script: string;
+    let args: string[];
+    if (o.kind === 'baseline') {
+      script = BASELINE;
+      args = ['--cert', cert, '--key', key, '--listen', '127.0.0.1:0'];
+    } else {
+      script = CLI;
+      // Log level info (the default) unless the comparison variant: the daemon runs as a user runs it.
+      // At --log-level warn there is no "listening" line to read the port from: give it one that was free a moment ago.
+      fixedPort = o.kind === 'workers-0-log-warn' ? await freePort() : undefined;
+      args = ['serve', '--workers', o.kind === 'workers-auto' ? 'auto' : '0', '--listen', `127.0.0.1:${fixedPort ?? 0}`, '--cert', cert, '--key', key, ...DAEMON_PROTECTION_FLAGS];
+      if (o.kind === 'workers-0-log-warn') args.push('--log-level', 'warn');
+      args.push(...o.settings.daemonArgs);
+      nodeArgs.push(...o.settings.daemonNodeArgs);
+      if (o.kind === 'workers-0' && o.settings.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', o.settings.cpuProfDir);
+    }
+    const stamp = `${o.kind}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+    // stdout goes to a file, as journald or a log file would take it: no pipe for this process to drain.
+    const stdoutPath = path.join(o.workDir, `${stamp}.stdout.log`);
+    const stderrPath = path.join(o.workDir, `${stamp}.stderr.log`);
+    const out = openSync(stdoutPath, 'a');
+    const err = openSync(stderrPath, 'a');
+    const command = [process.execPath, ...nodeArgs, script, ...args];
+    const pin = o.machine.pinning;
+    const child = pin
+      ? spawn('taskset', ['-c', pin.server.join(','), ...command], { stdio: ['ignore', out, err] })
+      : spawn(command[0]!, command.slice(1), { stdio: ['ignore', out, err] });
+    closeSync(out);
+    closeSync(err);
+    const server = new ServerProcess(o.kind, child, stdoutPath, stderrPath);
+    liveServers.add(server);
+    child.on('error', () => undefined);
+    const deadline = performance.now() + START_TIMEOUT_MS;
+    while (performance.now() < deadline && !server.exited) {
+      if (fixedPort !== undefined) {
+        if (await accepts(fixedPort)) {
+          server.port = fixedPort;
+          return server;
+        }
+      } else if (server.parseListening(readFileOr(stdoutPath, ''))) {
+        return server;
+      }
+      await sleep(25);
+    }
+    await server.stop();
+    const tail = (readFileOr(stderrPath, '') + readFileOr(stdoutPath, '')).slice(-2000);
+    throw new Error(`${SERVER_LABELS[o.kind]} did not start listening within ${START_TIMEOUT_MS / 1000} s: ${tail}`);
+  }
+
+  private parseListening(text: string): boolean {
+    if (this.kind === 'baseline') {
+      const m = /^listening (\d+)$/m.exec(text);
+      if (m) this.port = Number(m[1]);
+      return m !== null;
+    }
+    for (const line of text.split('\n')) {
+      if (!line.includes('"listening"')) continue;
+      try {
+        const j = JSON.parse(line) as { message?: string; addresses?: string[]; workers?: number };
+        const address = j.addresses?.[0];
+        if (j.message !== 'listening' || address === undefined) continue;
+        this.port = Number(address.slice(address.lastIndexOf(':') + 1));
+        this.workers = j.workers;
+        return true;
+      } catch {
+        continue;
+      }
+    }
+    return false;
+  }
+
+  /** The server's processes: the daemon's supervisor and its workers. */
+  pids(): number[] {
+    return this.exited ? [] : processTree(this.pid);
+  }
+
+  cpuTicks(pids: readonly number[]): number {
+    let sum = 0;
+    for (const pid of pids) sum += readProcStat(pid)?.cpuTicks ?? 0;
+    return sum;
+  }
+
+  rssKiB(): number {
+    return this.pids().reduce((sum, pid) => sum + vmRssKiB(pid), 0);
+  }
+
+  /** Bytes the daemon has logged so far (the run's log volume). */
+  logBytes(): number {
+    try {
+      return statSync(this.stdoutPath).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** SIGTERM, a bounded wait for the drain, then SIGKILL. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    await this.exitPromise;
+    clearTimeout(timer);
+  }
+}
+
+/** A TCP port on 127.0.0.1 that was free when asked. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** A certificate and key per key type, made by `tls-echod cert generate`; the directory of each. */
+export function generateCerts(workDir: string): Record<KeyType, string> {
+  const dirs = {} as Record<KeyType, string>;
+  for (const keyType of ['ecdsa-p256', 'rsa-2048'] as const) {
+    const dir = path.join(workDir, `certs-${keyType}`);
+    const r = spawnSync(process.execPath, [CLI, 'cert', 'generate', '--cert-dir', dir, '--key-type', keyType, '--json'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cert generate --key-type ${keyType} failed: ${r.stderr}`);
+    dirs[keyType] = dir;
+  }
+  return dirs;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine going quiet before a run
+
+/** CPU ticks of this process, its generator children and every server we started (with their workers). */
+function ourTicks(): number {
+  const servers = new Set<number>();
+  let sum = selfAndReapedTicks();
+  for (const s of liveServers) {
+    servers.add(s.pid);
+    for (const pid of s.pids()) sum += readProcStat(pid)?.cpuTicks ?? 0;
+  }
+  for (const pid of childPids('self')) if (!servers.has(pid)) sum += readProcStat(pid)?.cpuTicks ?? 0;
+  return sum;
+}
+
+/**
+ * Waits (up to `maxWaitMs`) until processes other than ours use less than QUIET_OTHER_SHARE of a
+ * core, so other people's builds and tests on a shared machine don't land in a run. Returns the
+ * ms waited and the share of the last probe.
+ */
+export async function waitForQuiet(ticksPerSec: number, maxWaitMs: number, signal: AbortSignal): Promise<{ waitedMs: number; otherShare: number }> {
+  const start = performance.now();
+  let share: number;
+  do {
+    const t0 = performance.now();
+    const busy0 = systemBusyTicks();
+    const ours0 = ourTicks();
+    await sleep(QUIET_PROBE_MS);
+    const seconds = (performance.now() - t0) / 1000;
+    share = Math.max(0, systemBusyTicks() - busy0 - (ourTicks() - ours0)) / ticksPerSec / seconds;
+    if (share < QUIET_OTHER_SHARE) break;
+  } while (performance.now() - start < maxWaitMs && !signal.aborted);
+  return { waitedMs: Math.round(performance.now() - start - QUIET_PROBE_MS), otherShare: share };
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU sampling during a run
+
+interface CpuSample {
+  readonly t: number;
+  readonly server: number;
+  readonly generator: number;
+  readonly busy: number;
+}
+
+/** CPU shares (1 = one core) over a window. */
+export interface CpuShares {
+  readonly server: number;
+  readonly generator: number;
+  /** Everything else on the machine: other people's work, the kernel's softirqs. */
+  readonly other: number;
+  readonly serverSeconds: number;
+}
+
+export class CpuSampler {
+  private readonly samples: CpuSample[] = [];
+  private readonly timer: NodeJS.Timeout;
+  private readonly serverPids: number[];
+
+  constructor(
+    private readonly server: ServerProcess,
+    private readonly ticksPerSec: number,
+  ) {
+    this.serverPids = server.pids();
+    this.sample();
+    this.timer = setInterval(() => this.sample(), SAMPLE_INTERVAL_MS);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.sample();
+  }
+
+  private sample(): void {
+    const servers = new Set<number>();
+    for (const s of liveServers) servers.add(s.pid);
+    // The generator: this process plus the generator processes it started (not the servers).
+    let generator = selfAndReapedTicks();
+    for (const pid of childPids('self')) if (!servers.has(pid)) generator += readProcStat(pid)?.cpuTicks ?? 0;
+    this.samples.push({ t: performance.now(), server: this.server.cpuTicks(this.serverPids), generator, busy: systemBusyTicks() });
+  }
+
+  private at(t: number): CpuSample {
+    const s = this.samples;
+    if (t <= s[0]!.t) return s[0]!;
+    for (let i = 1; i < s.length; i++) {
+      const b = s[i]!;
+      if (t <= b.t) {
+        const a = s[i - 1]!;
+        const f = (t - a.t) / (b.t - a.t || 1);
+        const lerp = (x: number, y: number): number => x + (y - x) * f;
+        return { t, server: lerp(a.server, b.server), generator: lerp(a.generator, b.generator), busy: lerp(a.busy, b.busy) };
+      }
+    }
+    return s[s.length - 1]!;
+  }
+
+  /** Shares between `from` and `to` (performance.now() times); the whole sampled span when omitted. */
+  shares(from = this.samples[0]!.t, to = this.samples[this.samples.length - 1]!.t): CpuShares {
+    const a = this.at(from);
+    const b = this.at(to);
+    const seconds = Math.max(1e-9, (b.t - a.t) / 1000);
+    const tps = this.ticksPerSec;
+    const server = (b.server - a.server) / tps;
+    const generator = (b.generator - a.generator) / tps;
+    const busy = (b.busy - a.busy) / tps;
+    return { server: server / seconds, generator: generator / seconds, other: Math.max(0, busy - server - generator) / seconds, serverSeconds: server };
+  }
+}
