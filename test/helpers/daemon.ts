@@ -120,7 +120,7 @@ export async function rawOutcome(port: number, localAddress = '127.0.0.1', send?
   return { reset, received };
 }
 
-/** Polls `predicate` on each turn of the event loop (setImmediate, no fixed sleeps) until true or `ms` pass. */
+/** Polls `predicate` every 5 ms until it holds (returning at once when it does) or `ms` pass: for state no event announces. */
 export async function until(predicate: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + ms;
   while (!predicate()) {
