@@ -20,7 +20,8 @@
 // line, scenarios), machine.ts (CPUs, pinning, /proc), servers.ts (the servers, CPU accounting),
 // runs.ts (running the scenarios) and report.ts (rows, verdicts, tables).
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -29,6 +30,26 @@ import { buildRows, median, pct, renderSummary, type ScenarioResults } from './b
 import { runIdleScenario, runThroughputScenario, type Context } from './bench/runs';
 import { generateCerts, liveServers } from './bench/servers';
 import { NOISY_OTHER_SHARE, parseSettings, RERUN_OTHER_SHARE, SATURATED_SHARE, THROUGHPUT_SCENARIOS } from './bench/settings';
+
+/** Where the Go generator's source sits next to this project (shared/bench/tlsload), from dist/scripts/. */
+const TLSLOAD_SOURCE = path.resolve(__dirname, '..', '..', '..', 'shared', 'bench', 'tlsload');
+
+/**
+ * Builds the Go generator into `workDir` when its source and a Go toolchain are here: only it
+ * can saturate the server with ECDSA handshakes, where the targets are judged. Undefined (the
+ * run goes on without the cross-check) when either is missing or the build fails.
+ */
+function buildTlsload(workDir: string, log: (line: string) => void): string | undefined {
+  if (!existsSync(path.join(TLSLOAD_SOURCE, 'main.go'))) return undefined;
+  const bin = path.join(workDir, 'tlsload');
+  const r = spawnSync('go', ['build', '-o', bin, '.'], { cwd: TLSLOAD_SOURCE, encoding: 'utf8' });
+  if (r.error !== undefined || r.status !== 0) {
+    log(`bench: not using the Go generator (${r.error !== undefined ? 'no Go toolchain: apt-get install golang-go' : `go build failed: ${r.stderr.trim().split('\n')[0]}`})`);
+    return undefined;
+  }
+  log(`bench: built the Go generator from ${TLSLOAD_SOURCE}`);
+  return bin;
+}
 
 async function main(): Promise<void> {
   const settings = parseSettings(process.argv.slice(2));
@@ -53,7 +74,8 @@ async function main(): Promise<void> {
   });
   log(`bench: ${machine.cpuModel}, ${machine.cpus} CPU(s), Node ${machine.node}; ${machine.pinNote}`);
   const certDirs = generateCerts(workDir);
-  const ctx: Context = { settings, machine, workDir, certDirs, notes, log, signal: controller.signal, noisyStarts: 0, quietWaitedMs: 0, rerunRuns: 0 };
+  const tlsload = settings.tlsload === 'off' ? undefined : settings.tlsload ?? buildTlsload(workDir, log);
+  const ctx: Context = { settings: { ...settings, tlsload }, machine, workDir, certDirs, notes, log, signal: controller.signal, noisyStarts: 0, quietWaitedMs: 0, rerunRuns: 0 };
   const results: ScenarioResults = { throughput: new Map(), idle: [] };
   for (const sc of THROUGHPUT_SCENARIOS) {
     if (!settings.only.includes(sc.name) || controller.signal.aborted) continue;

@@ -91,7 +91,8 @@ prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
                         also run handshakes against --workers 0 --log-level warn (default on; quick off)
   --quiet-wait <s>      before each run, wait up to this long for other processes to go quiet (default 20; quick 5; 0 = off)
   --no-pin              don't pin server and generator to different cores
-  --tlsload <binary>    cross-check handshake-ecdsa and pingpong with shared/bench/tlsload (Go)
+  --tlsload <binary>    cross-check handshake-ecdsa and pingpong with shared/bench/tlsload (Go); by default it is
+                        built from ../shared/bench/tlsload when Go is installed; 'off' skips it
   --daemon-arg <arg>    extra argument for every tls-echod serve (repeatable), e.g. --daemon-arg=--bandwidth=1000000000
   --daemon-node-arg <a> extra node flag for every tls-echod serve (repeatable), e.g. --daemon-node-arg=--max-semi-space-size=2
   --cpu-prof <dir>      run the --workers 0 daemon under node --cpu-prof (slows it; for profiling only)
@@ -172,7 +173,7 @@ export function parseSettings(argv: readonly string[]): Settings {
     quietWaitMs: Math.round(number(values['quiet-wait'], '--quiet-wait', quick ? 5 : 20, 0, 3600) * 1000),
     soakMs: Math.round(number(values.soak, '--soak', quick ? 1 : 6, 0, 3600) * 1000),
   };
-  if (settings.tlsload !== undefined && !existsSync(settings.tlsload)) {
+  if (settings.tlsload !== undefined && settings.tlsload !== 'off' && !existsSync(settings.tlsload)) {
     problems.push(`--tlsload ${settings.tlsload}: no such file (build it: cd ../shared/bench/tlsload && go build -o tlsload .)`);
   }
   if (problems.length > 0) {
