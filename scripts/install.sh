@@ -155,7 +155,7 @@ do_install() {
   cat >"$root$bin_file.tmp" <<EOF
 #!/bin/sh
 # $marker; rerun it to upgrade.
-exec '$node' '$lib_dir/dist/src/cli.js' "\$@"
+exec '$node' --initial-old-space-size=64 '$lib_dir/dist/src/cli.js' "\$@"
 EOF
   chmod 0755 -- "$root$bin_file.tmp"
   mv -f -- "$root$bin_file.tmp" "$root$bin_file"

@@ -1,5 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 // The tls-echod command line: parses, then calls. Each subcommand lives in src/commands/.
+//
+// The node flag above is the daemon's, and every launcher uses it (npm start, the installed
+// wrapper; the benchmark reads it from here; test/cli.test.ts keeps them in step): without
+// old-generation headroom, V8 can fall into a full Mark-Compact every ~100 ms under bulk echo
+// that frees nothing, costing 12-25 % of throughput (docs/benchmark.md). Workers inherit it.
 
 import { Command, CommanderError } from 'commander';
 import { EchodError } from './errors';

@@ -2,6 +2,8 @@
 // `cert show` agrees with what is served, a restart reuses the certificates, signals stop it.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import path from 'node:path';
 import { runCli, spawnDaemon, tempDir } from './helpers/daemon';
@@ -59,4 +61,19 @@ test('cli: --help lists every serve option with its env var', async () => {
     assert.ok(r.stdout.includes(flag), `${flag} missing from --help`);
   }
   assert.match(r.stdout, /TLS_ECHOD_LISTEN/);
+});
+
+test('cli: every launcher runs node with the daemon\'s flags from the shebang, and the shebang runs', () => {
+  const root = path.join(__dirname, '..', '..');
+  const shebang = readFileSync(path.join(root, 'src', 'cli.ts'), 'utf8').split('\n', 1)[0]!;
+  const match = /^#!\/usr\/bin\/env -S node( --\S+)+$/.exec(shebang);
+  assert.ok(match, `shebang: ${shebang}`);
+  const flags = shebang.slice('#!/usr/bin/env -S node '.length);
+  const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  assert.ok(pkg.scripts.start!.includes(`node ${flags} dist/src/cli.js serve`), `npm start: ${pkg.scripts.start}`);
+  assert.ok(readFileSync(path.join(root, 'scripts', 'install.sh'), 'utf8').includes(`exec '$node' ${flags} '$lib_dir/dist/src/cli.js'`), 'install.sh wrapper');
+  // The built file keeps the shebang and runs through it (env -S splits the flags).
+  const built = path.join(root, 'dist', 'src', 'cli.js');
+  assert.equal(readFileSync(built, 'utf8').split('\n', 1)[0], shebang);
+  assert.match(execFileSync('/bin/sh', ['-c', `chmod +x "$1" && "$1" --version`, 'sh', built], { encoding: 'utf8' }), /\d+\.\d+\.\d+/);
 });

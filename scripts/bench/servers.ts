@@ -4,7 +4,7 @@
 // during it.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -25,6 +25,9 @@ import {
 
 // Relative to dist/scripts/bench/, where this module is compiled to.
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
+
+/** The node flags the daemon's launchers use, from its shebang (`#!/usr/bin/env -S node <flags>`): the daemon runs as users run it. */
+const DAEMON_NODE_FLAGS = readFileSync(CLI, 'utf8').split('\n', 1)[0]!.split(/\s+/).slice(3);
 const BASELINE = path.join(__dirname, '..', 'baseline-server.js');
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ export class ServerProcess {
       args = ['serve', '--workers', o.kind === 'workers-auto' ? 'auto' : '0', '--listen', `127.0.0.1:${fixedPort ?? 0}`, '--cert', cert, '--key', key, ...DAEMON_PROTECTION_FLAGS];
       if (o.kind === 'workers-0-log-warn') args.push('--log-level', 'warn');
       args.push(...o.settings.daemonArgs);
-      nodeArgs.push(...o.settings.daemonNodeArgs);
+      nodeArgs.push(...DAEMON_NODE_FLAGS, ...o.settings.daemonNodeArgs);
       if (o.kind === 'workers-0' && o.settings.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', o.settings.cpuProfDir);
     }
     const stamp = `${o.kind}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
