@@ -12,7 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { CLI, cleanEnv, connect, echoAll, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
+import { CLI, cleanEnv, connect, echoAll, freePort, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
 import { metricOf, sample } from './helpers/metrics';
 import { notifyReceiver } from './helpers/notify-socket';
 import { loadConfig } from '../src/config';
@@ -253,10 +253,7 @@ test('socket activation: under systemd-socket-activate the daemon serves the pas
     return;
   }
   // A free port: systemd-socket-activate needs a fixed one.
-  const probe = net.createServer().listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise((resolve) => probe.close(resolve));
+  const port = await freePort();
   const dir = tempDir(t);
   const child = spawn('systemd-socket-activate', ['-l', `127.0.0.1:${port}`, '-E', 'PATH',
     process.execPath, CLI, 'serve', '--workers', '2', '--cert-dir', dir, '--listen', '127.0.0.1:1', '--log-format', 'json'], { env: cleanEnv() });

@@ -17,6 +17,7 @@ import { loadConfig } from '../src/config';
 import { ListenError } from '../src/errors';
 import type { Logger } from '../src/logger';
 import { notifyReceiver } from './helpers/notify-socket';
+import { freePort } from './helpers/daemon';
 import { SdNotifier, takeListenFds } from '../src/systemd';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -72,17 +73,6 @@ function waitForOutput(stream: NodeJS.ReadableStream, predicate: (text: string) 
     };
     const timer = setTimeout(() => finish(new Error(`no ${what} within ${ms} ms; got ${JSON.stringify(text)}`)), ms);
     stream.on('data', onData);
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
   });
 }
 

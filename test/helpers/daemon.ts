@@ -220,6 +220,18 @@ export async function spawnDaemon(t: TestContext, args: readonly string[], env: 
   };
 }
 
+/** A TCP port on 127.0.0.1 that was free a moment ago, for programs that need a fixed one. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 /** The test runner's env minus anything of ours or systemd's that would change the daemon. */
 export function cleanEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
