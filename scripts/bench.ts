@@ -26,10 +26,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { inspectMachine } from './bench/machine';
-import { buildRows, median, pct, renderSummary, type ScenarioResults } from './bench/report';
+import { buildRows, median, pct, renderSummary, saturated, type ScenarioResults } from './bench/report';
 import { runIdleScenario, runThroughputScenario, type Context } from './bench/runs';
 import { generateCerts, liveServers } from './bench/servers';
-import { NOISY_OTHER_SHARE, parseSettings, RERUN_OTHER_SHARE, SATURATED_SHARE, THROUGHPUT_SCENARIOS } from './bench/settings';
+import { NOISY_OTHER_SHARE, parseSettings, RERUN_OTHER_SHARE, THROUGHPUT_SCENARIOS } from './bench/settings';
 
 /** Where the Go generator's source sits next to this project (shared/bench/tlsload), from dist/scripts/. */
 const TLSLOAD_SOURCE = path.resolve(__dirname, '..', '..', '..', 'shared', 'bench', 'tlsload');
@@ -98,13 +98,13 @@ async function main(): Promise<void> {
     notes.push(`Other processes used a median ${pct(noisy)} of a core during the runs: the machine was not quiet, expect noise.`);
   }
   for (const [name, s] of results.throughput) {
-    const cpu = median(s.runs.filter((r) => r.server === 'workers-0').map((r) => r.serverCpu));
-    if (cpu < SATURATED_SHARE) {
+    if (s.runs.length > 0 && !saturated(s.runs)) {
+      const cpu = median(s.runs.filter((r) => r.server === 'workers-0').map((r) => r.serverCpu));
       const handshakes = name.startsWith('handshake');
       notes.push(
         `${name}: the generator could not saturate the server (--workers 0 at ${pct(cpu)} of its core), so its per-core-s figure is extrapolated from partial load` +
-          (s.crossCheck.length > 0
-            ? '; the target is judged on the Go generator\'s run instead, where that saturated the server.'
+          (saturated(s.crossCheck)
+            ? '; the target is judged on the Go generator\'s run instead, which saturated it.'
             : handshakes
               ? `, where the daemon's extra cost per connection has measured smaller than at saturation (docs/benchmark.md); --tlsload <binary> measures at saturation.`
               : '.'),
@@ -115,7 +115,7 @@ async function main(): Promise<void> {
   }
   const json = {
     machine,
-    settings,
+    settings: ctx.settings,
     elapsedSec: Math.round(elapsedSec),
     rows,
     scenarios: Object.fromEntries([...results.throughput].map(([k, v]) => [k, v])),
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
   };
   if (settings.save !== undefined) writeFileSync(settings.save, JSON.stringify(json, null, 2) + '\n');
   if (settings.json) process.stdout.write(JSON.stringify(json) + '\n');
-  else process.stdout.write(renderSummary(rows, results, machine, settings, notes, elapsedSec));
+  else process.stdout.write(renderSummary(rows, results, machine, ctx.settings, notes, elapsedSec));
   process.off('SIGINT', onSigint);
   process.off('SIGTERM', onSigint);
 }

@@ -47,6 +47,11 @@ export interface ScenarioResults {
   idle: IdleRecord[];
 }
 
+/** Whether --workers 0 used (in the median run) enough of its core to count as the bottleneck. */
+export function saturated(runs: readonly RunRecord[]): boolean {
+  return medianBy(runs, 'workers-0', (r) => r.serverCpu, (r) => r.server) >= SATURATED_SHARE;
+}
+
 export function buildRows(results: ScenarioResults): Row[] {
   const rows: Row[] = [];
   const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn'];
@@ -59,7 +64,6 @@ export function buildRows(results: ScenarioResults): Row[] {
     return out;
   };
   const t = results.throughput;
-  const saturated = (runs: readonly RunRecord[]): boolean => medianBy(runs, 'workers-0', (r) => r.serverCpu, (r) => r.server) >= SATURATED_SHARE;
   // A throughput figure is judged where the server was saturated, as the targets ask: the
   // project's generator when it saturated --workers 0, else the Go generator's cross-check
   // when that did (the project's figure is then shown, extrapolated, but not judged).
