@@ -3,7 +3,7 @@
 //
 // The node flag above is the daemon's, and every launcher uses it (npm start, the installed
 // wrapper; the benchmark reads it from here; test/cli.test.ts keeps them in step): without
-// old-generation headroom, V8 can fall into a full Mark-Compact every ~100 ms under bulk echo
+// old-generation headroom, V8 can fall into a full Mark-Compact every ~80 ms under bulk echo
 // that frees nothing, costing 12-25 % of throughput (docs/benchmark.md). Workers inherit it.
 
 import { Command, CommanderError } from 'commander';
