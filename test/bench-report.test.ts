@@ -4,9 +4,10 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildRows, type ScenarioResults } from '../scripts/bench/report';
+import type { Machine } from '../scripts/bench/machine';
+import { buildRows, renderSummary, type ScenarioResults } from '../scripts/bench/report';
 import type { RunRecord } from '../scripts/bench/runs';
-import type { ServerKind } from '../scripts/bench/settings';
+import { parseSettings, type ServerKind } from '../scripts/bench/settings';
 
 function run(server: ServerKind, generator: RunRecord['generator'], opsPerCoreSec: number, serverCpu: number): RunRecord {
   return {
@@ -45,4 +46,39 @@ test('bench verdicts: a saturated Node run is judged and the Go run is a cross-c
 test('bench verdicts: without the Go run the partial-load figure is all there is, and it is judged', () => {
   const rows = buildRows(handshakes([run('baseline', 'tls-echod bench', 2000, 0.6), run('workers-0', 'tls-echod bench', 1800, 0.6)], []));
   assert.deepEqual(rows.map((r) => [r.id, r.pass]), [['handshake-ecdsa', false]]);
+});
+
+/** A machine for renderSummary's header; nothing in it affects the rows. */
+const MACHINE: Machine = {
+  cpuModel: 'test CPU', cpus: 2, allowedCpus: [0, 1], node: 'v20', kernel: 'test', date: '2000-01-01T00:00:00Z', loadAvgAtStart: [0, 0, 0],
+  clockTicksPerSec: 100, pinning: { server: [0], load: [1] }, pinNote: 'pinned', fdLimit: 65536, commit: 'test',
+};
+
+test('bench floor: shown with its ratio to the baseline and workers 0 as a share of it, never judged', () => {
+  // Floor below the target while --workers 0 meets it: still PASS.
+  const passing = buildRows(handshakes(
+    [run('baseline', 'tls-echod bench', 2000, 0.99), run('workers-0', 'tls-echod bench', 1940, 0.99), run('floor', 'tls-echod bench', 1800, 0.99)],
+    [],
+  ));
+  assert.deepEqual(passing.map((r) => [r.id, r.pass, r.values.floor, r.ratios.floor]), [['handshake-ecdsa', true, 1800, 0.9]]);
+  const summary = renderSummary(passing, handshakes([], []), MACHINE, parseSettings([]), [], 1);
+  const lines = summary.split('\n');
+  const at = lines.indexOf('Floor (scripts/floor-server.ts: only the per-connection work the requirements ask for):');
+  assert.ok(at > 0, summary);
+  assert.equal(lines[at + 1], '  Full handshakes/s, ECDSA P-256: floor 1,800 /core-s (0.90x baseline); workers 0 is 1.08x the floor');
+  assert.equal(lines[at + 2], '');
+  assert.match(summary, /All 1 judged targets met by --workers 0\./);
+
+  // Floor above the target while --workers 0 misses it: MISS, and the summary names workers 0 only.
+  const missing = buildRows(handshakes(
+    [run('baseline', 'tls-echod bench', 2000, 0.99), run('workers-0', 'tls-echod bench', 1800, 0.99), run('floor', 'tls-echod bench', 1980, 0.99)],
+    [],
+  ));
+  assert.deepEqual(missing.map((r) => [r.id, r.pass]), [['handshake-ecdsa', false]]);
+  assert.match(renderSummary(missing, handshakes([], []), MACHINE, parseSettings([]), [], 1), /Missed by --workers 0: Full handshakes\/s, ECDSA P-256 \(0\.90x, target >= 0\.95x\)/);
+});
+
+test('bench floor: no floor section when the floor did not run', () => {
+  const rows = buildRows(handshakes([run('baseline', 'tls-echod bench', 2000, 0.99), run('workers-0', 'tls-echod bench', 1940, 0.99)], []));
+  assert.doesNotMatch(renderSummary(rows, handshakes([], []), MACHINE, parseSettings([]), [], 1), /Floor/);
 });

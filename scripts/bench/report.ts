@@ -3,14 +3,14 @@
 
 import type { Machine } from './machine';
 import type { IdleRecord, RunRecord } from './runs';
-import { SATURATED_SHARE, SERVER_LABELS, type ScenarioName, type ServerKind, type Settings } from './settings';
+import { SATURATED_SHARE, SERVER_KINDS, SERVER_LABELS, type ScenarioName, type ServerKind, type Settings } from './settings';
 
 interface Row {
   readonly id: string;
   readonly label: string;
   readonly unit: string;
   readonly better: 'higher' | 'lower';
-  /** Ratio to the baseline that --workers 0 must reach (at least, or at most when lower is better). */
+  /** Ratio to the baseline that --workers 0 must reach (at least, or at most when lower is better); no other server is judged. */
   readonly target: number;
   readonly values: Partial<Record<ServerKind, number>>;
   readonly ratios: Partial<Record<ServerKind, number>>;
@@ -32,11 +32,17 @@ function medianBy<T>(records: readonly T[], kind: ServerKind, pick: (r: T) => nu
   return median(records.filter((r) => kindOf(r) === kind).map(pick));
 }
 
+/** a / b, or undefined when either is missing or not finite, or b is not positive. */
+function ratioOf(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b <= 0 ? undefined : a / b;
+}
+
 function makeRow(id: string, label: string, unit: string, better: Row['better'], target: number, values: Partial<Record<ServerKind, number>>): Row {
   const base = values.baseline;
   const ratios: Partial<Record<ServerKind, number>> = {};
   for (const [kind, v] of Object.entries(values) as Array<[ServerKind, number]>) {
-    if (kind !== 'baseline' && base !== undefined && Number.isFinite(v) && Number.isFinite(base) && base > 0) ratios[kind] = v / base;
+    const ratio = ratioOf(v, base);
+    if (kind !== 'baseline' && ratio !== undefined) ratios[kind] = ratio;
   }
   const meets = (r: number | undefined): boolean | undefined => (r === undefined ? undefined : better === 'higher' ? r >= target : r <= target);
   return { id, label, unit, better, target, values, ratios, pass: meets(ratios['workers-0']), autoPass: meets(ratios['workers-auto']) };
@@ -54,10 +60,9 @@ export function saturated(runs: readonly RunRecord[]): boolean {
 
 export function buildRows(results: ScenarioResults): Row[] {
   const rows: Row[] = [];
-  const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn'];
   const values = (runs: readonly RunRecord[], pick: (r: RunRecord) => number): Partial<Record<ServerKind, number>> => {
     const out: Partial<Record<ServerKind, number>> = {};
-    for (const k of kinds) {
+    for (const k of SERVER_KINDS) {
       const v = medianBy(runs, k, pick, (r) => r.server);
       if (Number.isFinite(v)) out[k] = v;
     }
@@ -90,7 +95,7 @@ export function buildRows(results: ScenarioResults): Row[] {
   throughput('stream', 'Bulk echo MB/s, 4 conns', 'MB/core-s', (r) => r.mbPerCoreSec);
   if (results.idle.length > 0) {
     const v: Partial<Record<ServerKind, number>> = {};
-    for (const k of kinds) {
+    for (const k of SERVER_KINDS) {
       const m = medianBy(results.idle, k, (r) => r.perSessionKiB, (r) => r.server);
       if (Number.isFinite(m)) v[k] = m;
     }
@@ -123,6 +128,25 @@ function table(header: readonly string[], rows: readonly (readonly string[])[], 
     '| ' + cells.map((c, i) => (rightAlign.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ') + ' |';
   const rule = '|' + widths.map((w, i) => (rightAlign.has(i) ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|') + '|';
   return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+/**
+ * How far the floor (the least per-connection work the requirements ask for) is from the
+ * baseline, and how far --workers 0 is from the floor: the part of the daemon's distance that is
+ * its own. Shown for information only; no lines when the floor did not run.
+ */
+function floorSection(rows: readonly Row[]): string[] {
+  const floorRows = rows.filter((r) => r.values.floor !== undefined);
+  if (floorRows.length === 0) return [];
+  const lines = ['', 'Floor (scripts/floor-server.ts: only the per-connection work the requirements ask for):'];
+  for (const r of floorRows) {
+    const floor = r.values.floor;
+    lines.push(
+      `  ${r.label}: floor ${fmt(floor, decimalsFor(r.unit, floor))} ${r.unit} (${fmt(r.ratios.floor, 2)}x baseline); ` +
+        `workers 0 is ${fmt(ratioOf(r.values['workers-0'], floor), 2)}x the floor`,
+    );
+  }
+  return lines;
 }
 
 export function renderSummary(rows: readonly Row[], results: ScenarioResults, machine: Machine, settings: Settings, notes: readonly string[], elapsedSec: number): string {
@@ -168,12 +192,13 @@ export function renderSummary(rows: readonly Row[], results: ScenarioResults, ma
       out.push(`  ${r.label}: info ${fmt(r.values['workers-0'], 0)} ${r.unit} (${fmt(r.ratios['workers-0'], 2)}x), warn ${fmt(r.values['workers-0-log-warn'], 0)} ${r.unit} (${fmt(r.ratios['workers-0-log-warn'], 2)}x)`);
     }
   }
+  out.push(...floorSection(rows));
   out.push('');
   out.push('Detail (medians over rounds; "bound" says which side ran out of CPU):');
   const detail: string[][] = [];
   for (const [name, s] of results.throughput) {
     for (const [gen, runs] of [['tls-echod bench', s.runs], ['tlsload (Go)', s.crossCheck]] as const) {
-      for (const kind of ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn'] as const) {
+      for (const kind of SERVER_KINDS) {
         const mine = runs.filter((r) => r.server === kind);
         if (mine.length === 0) continue;
         const m = (pick: (r: RunRecord) => number): number => median(mine.map(pick));

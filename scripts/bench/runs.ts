@@ -45,7 +45,7 @@ export interface RunRecord {
   /** Operations (or MB) per second of server CPU: the rate of one saturated core. */
   readonly opsPerCoreSec: number;
   readonly mbPerCoreSec: number;
-  /** Daemon log written during the run (bytes). */
+  /** Log written to stdout during the run (bytes): the daemon's, or the floor's session lines; 0 for the baseline. */
   readonly logBytes: number;
 }
 
@@ -220,10 +220,23 @@ function describeRun(r: RunRecord, sc: ThroughputScenario): string {
   return `${rate}, server CPU ${pct(r.serverCpu)}, generator ${pct(r.generatorCpu)}, other ${pct(r.otherCpu)} -> ${perCore}, p99 ${r.p99Ms.toFixed(2)} ms${errors}`;
 }
 
+/** Whether the floor runs in this scenario: where per-connection work dominates, the handshakes. */
+function withFloor(ctx: Context, sc: ThroughputScenario): boolean {
+  return ctx.settings.floor && sc.perSessionHeavy;
+}
+
 /** Servers of a throughput scenario, in the order every round visits them (A/B/C, A/B/C, ...). */
 function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
   const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-auto'];
   if (ctx.settings.logCompare && sc.perSessionHeavy) kinds.push('workers-0-log-warn');
+  if (withFloor(ctx, sc)) kinds.push('floor');
+  return kinds;
+}
+
+/** Servers of the Go cross-check, in the order every round visits them: the judged pair, and the floor beside them. */
+function crossCheckServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
+  const kinds: ServerKind[] = ['baseline', 'workers-0'];
+  if (withFloor(ctx, sc)) kinds.push('floor');
   return kinds;
 }
 
@@ -282,7 +295,7 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
     const bin = ctx.settings.tlsload;
     if (bin !== undefined && (sc.name === 'handshake-ecdsa' || sc.name === 'pingpong')) {
       for (let round = 1; round <= Math.max(2, ctx.settings.rounds) && !ctx.signal.aborted; round++) {
-        for (const kind of ['baseline', 'workers-0'] as const) {
+        for (const kind of crossCheckServers(ctx, sc)) {
           crossCheck.push(await measure(kind, `${sc.name} tlsload round ${round}`, (server) => tlsloadRun(ctx, bin, sc, server, round)));
         }
       }

@@ -1,4 +1,4 @@
-// The servers under test: starting the baseline and tls-echod (pinned, with their certificates),
+// The servers under test: starting the baseline, the floor and tls-echod (pinned, with their certificates),
 // finding their port, stopping them; and the CPU accounting that needs to tell our processes
 // (servers, generator) from everyone else's: the quiet-wait before a run and the CPU sampler
 // during it.
@@ -28,7 +28,14 @@ const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
 /** The node flags the daemon's launchers use, from its shebang (`#!/usr/bin/env -S node <flags>`): the daemon runs as users run it. */
 const DAEMON_NODE_FLAGS = readFileSync(CLI, 'utf8').split('\n', 1)[0]!.split(/\s+/).slice(3);
-const BASELINE = path.join(__dirname, '..', 'baseline-server.js');
+/**
+ * The servers that are not tls-echod: the same arguments, no extra node flags (those are the
+ * daemon's launchers'), and a plain `listening <port>` line on stdout.
+ */
+const PLAIN_SCRIPTS: Partial<Readonly<Record<ServerKind, string>>> = {
+  baseline: path.join(__dirname, '..', 'baseline-server.js'),
+  floor: path.join(__dirname, '..', 'floor-server.js'),
+};
 
 // ---------------------------------------------------------------------------------------------
 // Servers
@@ -74,10 +81,9 @@ export class ServerProcess {
     const key = path.join(o.certDir, 'server-key.pem');
     const nodeArgs: string[] = [];
     let fixedPort: number | undefined;
-    let script: string;
+    let script = PLAIN_SCRIPTS[o.kind];
     let args: string[];
-    if (o.kind === 'baseline') {
-      script = BASELINE;
+    if (script !== undefined) {
       args = ['--cert', cert, '--key', key, '--listen', '127.0.0.1:0'];
     } else {
       script = CLI;
@@ -124,7 +130,8 @@ export class ServerProcess {
   }
 
   private parseListening(text: string): boolean {
-    if (this.kind === 'baseline') {
+    if (PLAIN_SCRIPTS[this.kind] !== undefined) {
+      // The floor's session log lines (JSON) share its stdout: only this line gives the port.
       const m = /^listening (\d+)$/m.exec(text);
       if (m) this.port = Number(m[1]);
       return m !== null;
@@ -160,7 +167,7 @@ export class ServerProcess {
     return this.pids().reduce((sum, pid) => sum + vmRssKiB(pid), 0);
   }
 
-  /** Bytes the daemon has logged so far (the run's log volume). */
+  /** Bytes logged to stdout so far (the run's log volume): the daemon's log, or the floor's session lines. */
   logBytes(): number {
     try {
       return statSync(this.stdoutPath).size;

@@ -41,12 +41,19 @@ export const FD_HEADROOM = 1000;
 const SCENARIOS = ['handshake-ecdsa', 'handshake-rsa', 'pingpong', 'stream', 'idle'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export type ServerKind = 'baseline' | 'workers-0' | 'workers-auto' | 'workers-0-log-warn';
+/**
+ * Every server the benchmark can run, in the order a round visits them (and the report lists
+ * them). 'floor' is scripts/floor-server.ts: the least per-connection work the requirements
+ * ask for, shown next to the baseline but never judged.
+ */
+export const SERVER_KINDS = ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn', 'floor'] as const;
+export type ServerKind = (typeof SERVER_KINDS)[number];
 export const SERVER_LABELS: Readonly<Record<ServerKind, string>> = {
   baseline: 'baseline',
   'workers-0': 'workers 0',
   'workers-auto': 'workers auto',
   'workers-0-log-warn': 'workers 0, --log-level warn',
+  floor: 'floor',
 };
 
 export type KeyType = 'ecdsa-p256' | 'rsa-2048';
@@ -64,6 +71,8 @@ export interface Settings {
   readonly pin: boolean;
   readonly tlsload: string | undefined;
   readonly logCompare: boolean;
+  /** Also run the handshake scenarios against scripts/floor-server.ts. */
+  readonly floor: boolean;
   readonly daemonArgs: readonly string[];
   /** Extra node flags for every tls-echod process (e.g. V8 heap flags). */
   readonly daemonNodeArgs: readonly string[];
@@ -76,10 +85,10 @@ export interface Settings {
 
 const USAGE = `usage: npm run bench -- [options]
 
-Runs tls-echod (--workers 0, --workers auto) and the bare baseline server side by side and
-prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
+Runs tls-echod (--workers 0, --workers auto), the bare baseline server and (for handshakes) the
+floor server side by side and prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
 
-  --quick               about a minute: 1 round, short runs, no logging comparison
+  --quick               about a minute: 1 round, short runs, no logging comparison, no floor
   --only <list>         comma-separated scenarios to run (repeatable)
   --rounds <n>          alternating rounds per scenario (default 3; quick 1)
   --duration <s>        measured seconds per run (default 3; quick 1.5)
@@ -89,6 +98,8 @@ prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
   --idle-sessions <n>   idle sessions for the RSS figure (default 5000)
   --log-compare / --no-log-compare
                         also run handshakes against --workers 0 --log-level warn (default on; quick off)
+  --floor / --no-floor  also run handshakes against scripts/floor-server.ts, the least per-connection work
+                        the requirements ask for (default on; quick off)
   --quiet-wait <s>      before each run, wait up to this long for other processes to go quiet (default 20; quick 5; 0 = off)
   --no-pin              don't pin server and generator to different cores
   --tlsload <binary>    cross-check handshake-ecdsa and pingpong with shared/bench/tlsload (Go); by default it is
@@ -99,6 +110,11 @@ prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
   --json                print the results as one JSON object instead of tables
   --save <file>         also write the JSON results to <file>
 `;
+
+/** A --x / --no-x pair for an extra comparison: --no-x wins, else --x, else on for full runs and off with --quick. */
+function onUnlessQuick(on: boolean | undefined, off: boolean | undefined, quick: boolean): boolean {
+  return off === true ? false : on === true || !quick;
+}
 
 /** The command line, parsed; throws on an unknown flag or a missing value. */
 function parseFlags(argv: readonly string[]) {
@@ -114,6 +130,8 @@ function parseFlags(argv: readonly string[]) {
       'idle-sessions': { type: 'string' },
       'log-compare': { type: 'boolean' },
       'no-log-compare': { type: 'boolean' },
+      floor: { type: 'boolean' },
+      'no-floor': { type: 'boolean' },
       'no-pin': { type: 'boolean' },
       'quiet-wait': { type: 'string' },
       tlsload: { type: 'string' },
@@ -166,7 +184,8 @@ export function parseSettings(argv: readonly string[]): Settings {
     save: values.save,
     pin: values['no-pin'] !== true,
     tlsload: values.tlsload,
-    logCompare: values['no-log-compare'] === true ? false : values['log-compare'] === true || !quick,
+    logCompare: onUnlessQuick(values['log-compare'], values['no-log-compare'], quick),
+    floor: onUnlessQuick(values.floor, values['no-floor'], quick),
     daemonArgs: values['daemon-arg'] ?? [],
     daemonNodeArgs: values['daemon-node-arg'] ?? [],
     cpuProfDir: values['cpu-prof'] === undefined ? undefined : path.resolve(values['cpu-prof']),
