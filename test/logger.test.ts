@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { createLogger, flushLogLines, logPerConnection, logsAt } from '../src/logger';
+import { createLogger, flushLogLines, isoTimestamp, logPerConnection, logsAt } from '../src/logger';
 
 /** Every write to stdout made by `run` and the flush after it. */
 function captureWrites(t: TestContext, run: () => void): string[] {
@@ -101,4 +101,13 @@ test('logger: a batch goes out in writes of whole lines, none over 4096 bytes un
     assert.ok(w.endsWith('\n'), 'every write ends at a line end');
     assert.ok(Buffer.byteLength(w) <= 4096 || w.split('\n').length === 2, 'over 4096 bytes only for a single long line');
   }
+});
+
+test('logger: the cached timestamp is toISOString, across second, day and year boundaries and back in time', () => {
+  const times = [
+    Date.UTC(2026, 10, 30, 23, 59, 59, 999), Date.UTC(2026, 11, 1, 0, 0, 0, 0), Date.UTC(2026, 11, 1, 0, 0, 0, 7), Date.UTC(2026, 11, 1, 0, 0, 0, 42),
+    Date.UTC(2026, 11, 31, 23, 59, 59, 500), Date.UTC(2027, 0, 1, 0, 0, 0, 1), Date.UTC(2020, 1, 29, 12, 0, 0, 100), 0, Date.now(),
+  ];
+  for (const ms of [...times, ...times.reverse()]) assert.equal(isoTimestamp(ms), new Date(ms).toISOString());
+  assert.equal(isoTimestamp(1.5), new Date(1.5).toISOString());
 });
