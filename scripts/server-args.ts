@@ -1,0 +1,40 @@
+// The command line shared by the benchmark's plain servers (baseline-server, floor-server):
+//
+//   <name> --cert <pem> --key <pem> [--listen host:port]
+//
+// A bad or missing argument prints one line naming it, then the usage, and exits 2.
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parseHostPort } from '../src/config';
+
+export interface ServerArgs {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly listen: { readonly host: string; readonly port: number };
+}
+
+export function parseServerArgs(name: string): ServerArgs {
+  const usage = (problem: string): never => {
+    process.stderr.write(`${name}: ${problem}\nusage: ${name} --cert <pem> --key <pem> [--listen host:port]\n`);
+    process.exit(2);
+  };
+  let values: { cert?: string; key?: string; listen?: string } = {};
+  try {
+    ({ values } = parseArgs({ options: { cert: { type: 'string' }, key: { type: 'string' }, listen: { type: 'string' } } }));
+  } catch (err) {
+    usage((err as Error).message);
+  }
+  if (values.cert === undefined || values.key === undefined) return usage('--cert and --key are required');
+  let listen: ServerArgs['listen'];
+  try {
+    listen = parseHostPort(values.listen ?? '127.0.0.1:0');
+  } catch (err) {
+    return usage(`--listen: ${(err as Error).message}`);
+  }
+  try {
+    return { cert: readFileSync(values.cert), key: readFileSync(values.key), listen };
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+}
