@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Machine } from '../scripts/bench/machine';
 import { buildRows, renderSummary, type ScenarioResults } from '../scripts/bench/report';
-import type { RunRecord } from '../scripts/bench/runs';
+import { roundOrder, type RunRecord } from '../scripts/bench/runs';
 import { parseSettings, type ServerKind } from '../scripts/bench/settings';
 
 function run(server: ServerKind, generator: RunRecord['generator'], opsPerCoreSec: number, serverCpu: number): RunRecord {
@@ -81,4 +81,12 @@ test('bench floor: shown with its ratio to the baseline and workers 0 as a share
 test('bench floor: no floor section when the floor did not run', () => {
   const rows = buildRows(handshakes([run('baseline', 'tls-echod bench', 2000, 0.99), run('workers-0', 'tls-echod bench', 1940, 0.99)], []));
   assert.doesNotMatch(renderSummary(rows, handshakes([], []), MACHINE, parseSettings([]), [], 1), /Floor/);
+});
+
+test('bench: rounds go back and forth over the servers, so a steady drift favours none of them', () => {
+  const kinds = ['baseline', 'workers-0', 'floor'] as const;
+  assert.deepEqual(roundOrder(kinds, 1), ['baseline', 'workers-0', 'floor']);
+  assert.deepEqual(roundOrder(kinds, 2), ['floor', 'workers-0', 'baseline']);
+  assert.deepEqual(roundOrder(kinds, 3), ['baseline', 'workers-0', 'floor']);
+  assert.deepEqual(kinds, ['baseline', 'workers-0', 'floor'], 'the list given is left as it was');
 });

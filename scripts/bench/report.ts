@@ -156,7 +156,7 @@ export function renderSummary(rows: readonly Row[], results: ScenarioResults, ma
   out.push(`tls-echod commit ${machine.commit}; pinning: ${machine.pinNote}`);
   if (settings.daemonArgs.length + settings.daemonNodeArgs.length > 0) out.push(`Extra daemon arguments: ${[...settings.daemonNodeArgs, ...settings.daemonArgs].join(' ')}`);
   out.push(
-    `Runs: ${settings.rounds} alternating round(s) per scenario, ${settings.warmupMs / 1000} s warmup + ${settings.durationMs / 1000} s measured each ` +
+    `Runs: ${settings.rounds} round(s) per scenario, back and forth over the servers, ${settings.warmupMs / 1000} s warmup + ${settings.durationMs / 1000} s measured each ` +
       `(each server soaked ${settings.soakMs / 1000} s first, handshakes ${settings.soakMs / 2000} s), medians shown; ` +
       `idle: ${settings.idleSessions} sessions, ${settings.idleRounds} round(s), fresh server each; total ${Math.round(elapsedSec)} s`,
   );

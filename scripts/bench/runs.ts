@@ -1,5 +1,5 @@
-// Running the scenarios: each throughput scenario against every server in alternating rounds
-// (the project's generator, and the Go tlsload cross-check when asked), the idle-session RSS
+// Running the scenarios: each throughput scenario against every server, in rounds that go back
+// and forth over them (the project's generator, and the Go tlsload cross-check when asked), the idle-session RSS
 // test, and the RunRecord/IdleRecord each run leaves for the summary.
 
 import { spawn } from 'node:child_process';
@@ -225,7 +225,17 @@ function withFloor(ctx: Context, sc: ThroughputScenario): boolean {
   return ctx.settings.floor && sc.perSessionHeavy;
 }
 
-/** Servers of a throughput scenario, in the order every round visits them (A/B/C, A/B/C, ...). */
+/**
+ * The order round `round` (from 1) visits `kinds` in: as given in odd rounds, reversed in even
+ * ones (A/B/C, C/B/A, A/B/C, ...). This machine's handshake rates drift by up to 15 % within a
+ * few minutes, the same way for every server (measured); in a fixed order a drift counts against
+ * whichever server always runs later, while back-and-forth cancels a steady drift over two rounds.
+ */
+export function roundOrder<T>(kinds: readonly T[], round: number): T[] {
+  return round % 2 === 1 ? [...kinds] : [...kinds].reverse();
+}
+
+/** Servers of a throughput scenario; see roundOrder for the order of each round. */
 function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
   const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-auto'];
   if (ctx.settings.logCompare && sc.perSessionHeavy) kinds.push('workers-0-log-warn');
@@ -233,7 +243,7 @@ function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
   return kinds;
 }
 
-/** Servers of the Go cross-check, in the order every round visits them: the judged pair, and the floor beside them. */
+/** Servers of the Go cross-check: the judged pair, and the floor beside them; see roundOrder for the order of each round. */
 function crossCheckServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
   const kinds: ServerKind[] = ['baseline', 'workers-0'];
   if (withFloor(ctx, sc)) kinds.push('floor');
@@ -287,7 +297,7 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
       }
     }
     for (let round = 1; round <= ctx.settings.rounds && !ctx.signal.aborted; round++) {
-      for (const kind of kinds) {
+      for (const kind of roundOrder(kinds, round)) {
         if (ctx.signal.aborted) break;
         runs.push(await measure(kind, `${sc.name} round ${round}/${ctx.settings.rounds}`, (server) => throughputRun(ctx, sc, server, round)));
       }
@@ -295,7 +305,7 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
     const bin = ctx.settings.tlsload;
     if (bin !== undefined && (sc.name === 'handshake-ecdsa' || sc.name === 'pingpong')) {
       for (let round = 1; round <= Math.max(2, ctx.settings.rounds) && !ctx.signal.aborted; round++) {
-        for (const kind of crossCheckServers(ctx, sc)) {
+        for (const kind of roundOrder(crossCheckServers(ctx, sc), round)) {
           crossCheck.push(await measure(kind, `${sc.name} tlsload round ${round}`, (server) => tlsloadRun(ctx, bin, sc, server, round)));
         }
       }
@@ -386,7 +396,7 @@ export async function runIdleScenario(ctx: Context): Promise<IdleRecord[]> {
   }
   const records: IdleRecord[] = [];
   for (let round = 1; round <= ctx.settings.idleRounds && !ctx.signal.aborted; round++) {
-    for (const kind of ['baseline', 'workers-0', 'workers-auto'] as const) {
+    for (const kind of roundOrder(['baseline', 'workers-0', 'workers-auto'] as const, round)) {
       if (ctx.signal.aborted) break;
       let r = await idleRun(ctx, kind, round, IDLE_RAMP_PER_SEC);
       ctx.log(`  idle round ${round}/${ctx.settings.idleRounds} ${SERVER_LABELS[kind].padEnd(12)} ${describeIdle(r)}`);

@@ -90,7 +90,7 @@ floor server side by side and prints ratios to the baseline. Scenarios: ${SCENAR
 
   --quick               about a minute: 1 round, short runs, no logging comparison, no floor
   --only <list>         comma-separated scenarios to run (repeatable)
-  --rounds <n>          alternating rounds per scenario (default 3; quick 1)
+  --rounds <n>          rounds per scenario, back and forth over the servers (default 3; quick 1)
   --duration <s>        measured seconds per run (default 3; quick 1.5)
   --warmup <s>          unmeasured seconds before each run (default 1; quick 0.5)
   --soak <s>            unmeasured seconds of load per server before its first round (default 6; quick 1;
