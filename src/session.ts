@@ -6,7 +6,9 @@
 // raises a flag when the client makes progress, and its server checks every session now and
 // then (see checkIdle), which is when the time is read. Sessions start thousands of times a
 // second and chunks arrive a hundred thousand times a second; per-socket timers were a
-// measurable share of the first.
+// measurable share of the first. For the same reason a session's socket listeners are shared
+// functions (one set for the process, reaching the session through the socket) rather than
+// closures made for each session.
 
 import type { TLSSocket } from 'node:tls';
 
@@ -35,18 +37,15 @@ export interface SessionLimits {
 /** How long a client gets to answer our close_notify before the socket is destroyed (ms). */
 const CLOSE_GRACE_MS = 1000;
 
-export interface SessionSummary {
-  readonly reason: CloseReason;
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-  readonly errorCode: string | undefined;
-}
+/** Where a session's socket keeps its session, for the shared listeners below. */
+const SESSION = Symbol('session');
+type SessionSocket = TLSSocket & { [SESSION]?: EchoSession };
 
 export class EchoSession {
-  private bytesIn = 0;
-  private bytesOut = 0;
-  private reason: CloseReason | undefined;
-  private errorCode: string | undefined;
+  private received = 0;
+  private echoed = 0;
+  private endReason: CloseReason | undefined;
+  private error: string | undefined;
   private writeBlocked = false;
   private throttled = false;
   private lifetimeTimer: NodeJS.Timeout | undefined;
@@ -64,20 +63,43 @@ export class EchoSession {
   constructor(
     readonly socket: TLSSocket,
     private readonly limits: SessionLimits,
-    private readonly onClose: (summary: SessionSummary) => void,
+    /** Called once, when the socket has closed; the session's counts and reason are final then. */
+    private readonly onClose: (session: EchoSession) => void,
   ) {
-    socket.on('data', this.socketOnData);
-    socket.on('drain', this.socketOnDrain);
-    socket.on('end', this.socketOnEnd);
-    socket.on('error', this.socketOnError);
-    socket.once('close', this.socketOnClose);
+    (socket as SessionSocket)[SESSION] = this;
+    socket.on('data', socketOnData);
+    socket.on('drain', socketOnDrain);
+    socket.on('end', socketOnEnd);
+    socket.on('error', socketOnError);
+    // 'close' is emitted once: `on` spares the wrapper `once` makes.
+    socket.on('close', socketOnClose);
     if (limits.sessionTimeoutMs > 0) {
-      this.lifetimeTimer = setTimeout(this.lifetimeOnTimeout, limits.sessionTimeoutMs);
+      this.lifetimeTimer = setTimeout(sessionOnLifetimeTimeout, limits.sessionTimeoutMs, this);
     }
     if (limits.bandwidthBytesPerSec > 0) {
       this.allowance = this.bandwidthBurst();
       this.allowanceAt = performance.now();
     }
+  }
+
+  /** Application bytes read from the client. */
+  get bytesIn(): number {
+    return this.received;
+  }
+
+  /** Application bytes written back to the client. */
+  get bytesOut(): number {
+    return this.echoed;
+  }
+
+  /** Why the session ended, once it has (the first reason recorded wins). */
+  get reason(): CloseReason | undefined {
+    return this.endReason;
+  }
+
+  /** The error that ended the session, when its reason is `error`. */
+  get errorCode(): string | undefined {
+    return this.error;
   }
 
   /**
@@ -102,7 +124,7 @@ export class EchoSession {
    * CLOSE_GRACE_MS. Safe to call twice.
    */
   close(reason: CloseReason): void {
-    this.reason ??= reason;
+    this.endReason ??= reason;
     if (this.closing) return;
     this.closing = true;
     this.socket.end();
@@ -113,64 +135,60 @@ export class EchoSession {
     this.socket.resume();
   }
 
-  private readonly socketOnData = (chunk: Buffer): void => {
+  // What the shared socket listeners at the end of this file call; not for other callers.
+
+  onData(chunk: Buffer): void {
     if (this.closing) return;
     let data = chunk;
     const max = this.limits.maxSessionBytes;
-    if (max > 0 && this.bytesIn + data.length >= max) {
+    if (max > 0 && this.received + data.length >= max) {
       // Echo up to the cap, then end cleanly so the client sees exactly max bytes come back.
-      data = data.subarray(0, max - this.bytesIn);
-      this.bytesIn += data.length;
-      this.bytesOut += data.length;
-      this.reason ??= 'byte-limit';
+      data = data.subarray(0, max - this.received);
+      this.received += data.length;
+      this.echoed += data.length;
+      this.endReason ??= 'byte-limit';
       this.socket.write(data);
       this.close('byte-limit');
       return;
     }
-    this.bytesIn += data.length;
-    this.bytesOut += data.length;
+    this.received += data.length;
+    this.echoed += data.length;
     this.progressed = true;
     if (!this.socket.write(data)) {
       this.writeBlocked = true;
       this.socket.pause();
     }
     if (this.limits.bandwidthBytesPerSec > 0) this.spendBandwidth(data.length);
-  };
+  }
 
-  private readonly socketOnDrain = (): void => {
+  onDrain(): void {
     this.writeBlocked = false;
     this.progressed = true;
     if (!this.throttled) this.socket.resume();
-  };
+  }
 
   // Half-close: everything the client sent has been read and written back by now; ending
   // our side flushes those writes before the FIN.
-  private readonly socketOnEnd = (): void => {
-    this.reason ??= 'peer-closed';
+  onEnd(): void {
+    this.endReason ??= 'peer-closed';
     this.socket.end();
-  };
+  }
 
   // Some errors (ERR_TLS_RENEGOTIATION_DISABLED) are emitted without destroying the socket:
   // any error ends the session.
-  private readonly socketOnError = (err: NodeJS.ErrnoException): void => {
-    this.reason ??= 'error';
-    this.errorCode ??= err.code ?? err.message;
+  onError(err: NodeJS.ErrnoException): void {
+    this.endReason ??= 'error';
+    this.error ??= err.code ?? err.message;
     this.socket.destroy();
-  };
+  }
 
-  private readonly lifetimeOnTimeout = (): void => this.close('session-timeout');
-
-  private readonly socketOnClose = (): void => {
+  onSocketClose(): void {
     clearTimeout(this.lifetimeTimer);
     clearTimeout(this.throttleTimer);
     clearTimeout(this.closeTimer);
-    this.onClose({
-      reason: this.reason ?? 'peer-closed',
-      bytesIn: this.bytesIn,
-      bytesOut: this.bytesOut,
-      errorCode: this.errorCode,
-    });
-  };
+    this.endReason ??= 'peer-closed';
+    this.onClose(this);
+  }
 
   private bandwidthBurst(): number {
     // One second's worth, but at least one TLS record so a low cap still makes progress.
@@ -185,12 +203,42 @@ export class EchoSession {
     if (this.allowance >= 0 || this.throttled) return;
     this.throttled = true;
     this.socket.pause();
-    this.throttleTimer = setTimeout(this.throttleOnTimeout, Math.ceil((-this.allowance * 1000) / rate));
+    this.throttleTimer = setTimeout(sessionOnThrottleTimeout, Math.ceil((-this.allowance * 1000) / rate), this);
   }
 
-  private readonly throttleOnTimeout = (): void => {
+  /** The bandwidth cap's pause is over (called by its timer). */
+  onThrottleTimeout(): void {
     this.throttled = false;
     this.throttleTimer = undefined;
     if (!this.writeBlocked && !this.socket.destroyed) this.socket.resume();
-  };
+  }
+}
+
+// The listeners of every session's socket: Node calls them with the socket as `this`.
+function socketOnData(this: SessionSocket, chunk: Buffer): void {
+  this[SESSION]!.onData(chunk);
+}
+
+function socketOnDrain(this: SessionSocket): void {
+  this[SESSION]!.onDrain();
+}
+
+function socketOnEnd(this: SessionSocket): void {
+  this[SESSION]!.onEnd();
+}
+
+function socketOnError(this: SessionSocket, err: NodeJS.ErrnoException): void {
+  this[SESSION]!.onError(err);
+}
+
+function socketOnClose(this: SessionSocket): void {
+  this[SESSION]!.onSocketClose();
+}
+
+function sessionOnLifetimeTimeout(session: EchoSession): void {
+  session.close('session-timeout');
+}
+
+function sessionOnThrottleTimeout(session: EchoSession): void {
+  session.onThrottleTimeout();
 }

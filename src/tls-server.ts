@@ -5,7 +5,7 @@
 
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
-import { EchoSession, type CloseReason, type SessionLimits, type SessionSummary } from './session';
+import { EchoSession, type CloseReason, type SessionLimits } from './session';
 import { logPerConnection, logsAt, SampledLog, type Logger } from './logger';
 
 /** What the supervisor knows of a connection when it hands it over. */
@@ -53,7 +53,6 @@ interface Connection {
   reason: CloseReason | undefined;
   handshakeMs: number | undefined;
   session: EchoSession | undefined;
-  summary: SessionSummary | undefined;
   /** What the handshake agreed, kept for the log line (a closed socket no longer says); undefined when not logging. */
   tlsVersion: string | null | undefined;
   cipher: string | undefined;
@@ -141,11 +140,12 @@ export class TlsEchoServer {
 
   /** Takes over an admitted raw socket (paused) and starts its handshake. */
   accept(socket: Socket, meta: ConnectionMeta): void {
-    const conn: Connection = { meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, summary: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
+    const conn: Connection = { meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
     this.connections.add(conn);
     (socket as RawSocket)[CONNECTION] = conn;
     // An established session reports from its own close (which comes after the raw socket's).
-    socket.once('close', () => {
+    // 'close' is emitted once: `on` spares the wrapper `once` makes.
+    socket.on('close', () => {
       if (conn.session === undefined) this.finish(conn);
     });
     // A socket that died on its way here (e.g. reset while queued) still gets its one report.
@@ -208,11 +208,7 @@ export class TlsEchoServer {
       conn.sni = socket.servername || undefined;
       conn.alpn = socket.alpnProtocol || undefined;
     }
-    conn.session = new EchoSession(socket, this.settings, (summary) => {
-      conn.summary = summary;
-      this.logSession(conn, summary);
-      this.finish(conn);
-    });
+    conn.session = new EchoSession(socket, this.settings, this.sessionOnClose);
     this.events.onOpen(conn.meta.id, conn.handshakeMs);
   };
 
@@ -230,20 +226,29 @@ export class TlsEchoServer {
     });
   };
 
-  private finish(conn: Connection): void {
+  // One function for every session (not a closure each): the connection is found from the socket.
+  private readonly sessionOnClose = (session: EchoSession): void => {
+    const conn = (session.socket as WrappedSocket)._parent?.[CONNECTION];
+    if (conn === undefined) return;
+    const durationMs = performance.now() - conn.acceptedAt;
+    this.logSession(conn, session, durationMs);
+    this.finish(conn, durationMs);
+  };
+
+  private finish(conn: Connection, durationMs = performance.now() - conn.acceptedAt): void {
     if (!this.connections.delete(conn)) return;
-    const summary = conn.summary;
+    const session = conn.session;
     this.events.onClosed({
       id: conn.meta.id,
-      reason: summary?.reason ?? conn.reason ?? (conn.session ? 'peer-closed' : 'handshake-failed'),
-      handshakeMs: conn.session ? conn.handshakeMs : undefined,
-      durationMs: performance.now() - conn.acceptedAt,
-      bytesIn: summary?.bytesIn ?? 0,
-      bytesOut: summary?.bytesOut ?? 0,
+      reason: session?.reason ?? conn.reason ?? (session ? 'peer-closed' : 'handshake-failed'),
+      handshakeMs: session ? conn.handshakeMs : undefined,
+      durationMs,
+      bytesIn: session?.bytesIn ?? 0,
+      bytesOut: session?.bytesOut ?? 0,
     });
   }
 
-  private logSession(conn: Connection, summary: SessionSummary): void {
+  private logSession(conn: Connection, session: EchoSession, durationMs: number): void {
     if (conn.tlsVersion === undefined) return;
     logPerConnection(this.logger, 'info', 'session ended', {
       sessionId: conn.meta.id,
@@ -253,12 +258,12 @@ export class TlsEchoServer {
       cipher: conn.cipher,
       sni: conn.sni,
       alpn: conn.alpn,
-      bytesIn: summary.bytesIn,
-      bytesOut: summary.bytesOut,
+      bytesIn: session.bytesIn,
+      bytesOut: session.bytesOut,
       handshakeMs: round(conn.handshakeMs),
-      durationMs: round(performance.now() - conn.acceptedAt),
-      reason: summary.reason,
-      error: summary.errorCode,
+      durationMs: round(durationMs),
+      reason: session.reason,
+      error: session.errorCode,
     });
   }
 }
