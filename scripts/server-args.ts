@@ -15,26 +15,26 @@ export interface ServerArgs {
 }
 
 export function parseServerArgs(name: string): ServerArgs {
-  const usage = (problem: string): never => {
+  function usage(problem: string): never {
     process.stderr.write(`${name}: ${problem}\nusage: ${name} --cert <pem> --key <pem> [--listen host:port]\n`);
     process.exit(2);
-  };
-  let values: { cert?: string; key?: string; listen?: string } = {};
+  }
+  let values: { cert?: string; key?: string; listen?: string };
   try {
     ({ values } = parseArgs({ options: { cert: { type: 'string' }, key: { type: 'string' }, listen: { type: 'string' } } }));
   } catch (err) {
     usage((err as Error).message);
   }
-  if (values.cert === undefined || values.key === undefined) return usage('--cert and --key are required');
+  if (values.cert === undefined || values.key === undefined) usage('--cert and --key are required');
   let listen: ServerArgs['listen'];
   try {
     listen = parseHostPort(values.listen ?? '127.0.0.1:0');
   } catch (err) {
-    return usage(`--listen: ${(err as Error).message}`);
+    usage(`--listen: ${(err as Error).message}`);
   }
   try {
     return { cert: readFileSync(values.cert), key: readFileSync(values.key), listen };
   } catch (err) {
-    return usage((err as Error).message);
+    usage((err as Error).message);
   }
 }

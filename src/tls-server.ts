@@ -228,6 +228,7 @@ export class TlsEchoServer {
 
   // One function for every session (not a closure each): the connection is found from the socket.
   private readonly sessionOnClose = (session: EchoSession): void => {
+    // Always found: a session is only made for a socket whose connection was found this way.
     const conn = (session.socket as WrappedSocket)._parent?.[CONNECTION];
     if (conn === undefined) return;
     const durationMs = performance.now() - conn.acceptedAt;
