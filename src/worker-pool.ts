@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { LogFormat, LogLevel } from './config';
 import { WorkerCrashLoopError } from './errors';
 import { identityToWire, ticketKeysToWire, type FromWorker, type ToWorker } from './ipc';
-import type { Logger } from './logger';
+import { setSoleStdoutWriter, type Logger } from './logger';
 import type { CloseReason } from './session';
 import { TlsEchoServer, type ConnectionClosed, type ConnectionMeta, type ServerIdentity, type TlsSettings } from './tls-server';
 
@@ -203,6 +203,8 @@ export class WorkerPool {
 
   /** Starts the workers; resolves once every one is ready. */
   async start(): Promise<void> {
+    // Worker processes inherit this process's stdout, and their log lines must not cut into ours.
+    setSoleStdoutWriter(this.options.workers === 0);
     if (this.options.workers === 0) {
       this.workers.push(new InlineWorker(this.options, this.events, this.logger));
       return;

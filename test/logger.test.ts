@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { createLogger, flushLogLines, isoTimestamp, logPerConnection, logsAt } from '../src/logger';
+import { createLogger, flushLogLines, isoTimestamp, logPerConnection, logsAt, setSoleStdoutWriter } from '../src/logger';
 
 /** Every write to stdout made by `run` and the flush after it. */
 function captureWrites(t: TestContext, run: () => void): string[] {
@@ -101,6 +101,24 @@ test('logger: a batch goes out in writes of whole lines, none over 4096 bytes un
     assert.ok(w.endsWith('\n'), 'every write ends at a line end');
     assert.ok(Buffer.byteLength(w) <= 4096 || w.split('\n').length === 2, 'over 4096 bytes only for a single long line');
   }
+});
+
+test('logger: the only process writing to stdout writes a whole batch at once, and goes back to whole-line 4096-byte writes when told', (t) => {
+  const logger = createLogger({ level: 'info', format: 'json' });
+  const logSome = (): void => {
+    for (let i = 0; i < 200; i++) logPerConnection(logger, 'info', 'session ended', { sessionId: i, pad: 'x'.repeat(i % 50) });
+  };
+  setSoleStdoutWriter(true);
+  t.after(() => setSoleStdoutWriter(false));
+  const sole = captureWrites(t, logSome);
+  assert.equal(sole.length, 1);
+  assert.equal(sole[0]!.split('\n').filter((l) => l !== '').length, 200);
+  setSoleStdoutWriter(false);
+  const shared = captureWrites(t, logSome);
+  assert.ok(shared.length > 1);
+  for (const w of shared) assert.ok(Buffer.byteLength(w) <= 4096);
+  const untimed = (text: string): string => text.replace(/"timestamp":"[^"]*"/g, '');
+  assert.equal(untimed(shared.join('')), untimed(sole[0]!), 'the same lines either way');
 });
 
 test('logger: the cached timestamp is toISOString, across second, day and year boundaries and back in time', () => {
