@@ -47,6 +47,7 @@ export interface TlsEchoServerEvents {
 }
 
 interface Connection {
+  readonly owner: TlsEchoServer;
   readonly meta: ConnectionMeta;
   readonly socket: Socket;
   readonly acceptedAt: number;
@@ -140,14 +141,11 @@ export class TlsEchoServer {
 
   /** Takes over an admitted raw socket (paused) and starts its handshake. */
   accept(socket: Socket, meta: ConnectionMeta): void {
-    const conn: Connection = { meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
+    const conn: Connection = { owner: this, meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
     this.connections.add(conn);
     (socket as RawSocket)[CONNECTION] = conn;
-    // An established session reports from its own close (which comes after the raw socket's).
     // 'close' is emitted once: `on` spares the wrapper `once` makes.
-    socket.on('close', () => {
-      if (conn.session === undefined) this.finish(conn);
-    });
+    socket.on('close', TlsEchoServer.rawSocketOnClose);
     // A socket that died on its way here (e.g. reset while queued) still gets its one report.
     if (socket.destroyed) return;
     // TCP_NODELAY was set on the fd by the supervisor's listener and travels with it.
@@ -225,6 +223,14 @@ export class TlsEchoServer {
       error: err.code ?? err.message,
     });
   };
+
+  // One function for every raw socket (not a closure each). An established session reports from
+  // its own close (which comes after the raw socket's); this reports the connections that never
+  // got one.
+  private static rawSocketOnClose(this: RawSocket): void {
+    const conn = this[CONNECTION];
+    if (conn !== undefined && conn.session === undefined) conn.owner.finish(conn);
+  }
 
   // One function for every session (not a closure each): the connection is found from the socket.
   private readonly sessionOnClose = (session: EchoSession): void => {
