@@ -172,21 +172,17 @@ interface TlsloadJson {
   first_error?: string;
 }
 
-/** Runs the Go generator against `server` for `ms` (it inherits this process's CPU affinity); resolves to what it printed. */
-function runTlsload(bin: string, sc: ThroughputScenario, server: ServerProcess, ms: number): Promise<string> {
-  const args = ['-addr', `127.0.0.1:${server.port}`, '-mode', sc.mode, '-c', String(sc.connections), '-size', String(sc.sizeBytes), '-d', `${ms}ms`, '-json'];
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('error', reject);
-    child.once('close', () => resolve(out));
-  });
-}
-
-/** One measured run of the Go generator. */
+/** One run of the Go generator (it inherits this process's CPU affinity). */
 async function tlsloadRun(ctx: Context, bin: string, sc: ThroughputScenario, server: ServerProcess, round: number): Promise<RunRecord> {
-  const run = (ms: number): Promise<string> => runTlsload(bin, sc, server, ms);
+  const args = (ms: number): string[] => ['-addr', `127.0.0.1:${server.port}`, '-mode', sc.mode, '-c', String(sc.connections), '-size', String(sc.sizeBytes), '-d', `${ms}ms`, '-json'];
+  const run = (ms: number): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const child = spawn(bin, args(ms), { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.once('error', reject);
+      child.once('close', () => resolve(out));
+    });
   // tlsload has no warmup of its own: a short run first, not counted.
   await settle(ctx);
   if (ctx.settings.warmupMs > 0) await run(ctx.settings.warmupMs);
@@ -308,17 +304,8 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
     }
     const bin = ctx.settings.tlsload;
     if (bin !== undefined && (sc.name === 'handshake-ecdsa' || sc.name === 'pingpong')) {
-      const goKinds = crossCheckServers(ctx, sc);
-      // A soak under the Go client too. A server warm for the project's generator is not warm
-      // for this one: its clients differ (they send SNI; ours, dialling an IP, do not), V8
-      // re-optimises for them, and before this soak the daemon's first Go round often came out
-      // 7-9 % under its later ones (in four of the last six full runs).
-      const soakMs = Math.round(ctx.settings.soakMs * sc.soakShare);
-      for (const kind of goKinds) {
-        if (soakMs > 0 && !ctx.signal.aborted) await runTlsload(bin, sc, await ensure(kind), soakMs);
-      }
       for (let round = 1; round <= Math.max(2, ctx.settings.rounds) && !ctx.signal.aborted; round++) {
-        for (const kind of roundOrder(goKinds, round)) {
+        for (const kind of roundOrder(crossCheckServers(ctx, sc), round)) {
           crossCheck.push(await measure(kind, `${sc.name} tlsload round ${round}`, (server) => tlsloadRun(ctx, bin, sc, server, round)));
         }
       }
