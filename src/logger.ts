@@ -159,10 +159,10 @@ const stdoutBatch = new (class StdoutBatch {
 })();
 
 /**
- * Says whether this process is the only one writing to its stdout (the daemon with --workers 0,
- * or a command that runs no workers). When it is, a batch goes out in one write rather than in
- * PIPE_BUF-sized ones: at the handshake limit the 20-odd writes of a 100 ms batch cost about
- * 1 % of the rate (measured). Until told otherwise, a process assumes it shares stdout.
+ * Says whether this process is the only one writing to its stdout, as the daemon is with
+ * --workers 0. When it is, a batch goes out in one write rather than in PIPE_BUF-sized ones: at
+ * the handshake limit a 100 ms batch is 20-odd such writes, and one write measured about 1 %
+ * faster. Until told otherwise, a process assumes it shares stdout.
  */
 export function setSoleStdoutWriter(sole: boolean): void {
   stdoutBatch.maxWriteBytes = sole ? Infinity : ATOMIC_WRITE_BYTES;
