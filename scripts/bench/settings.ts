@@ -90,7 +90,7 @@ floor server side by side and prints ratios to the baseline. Scenarios: ${SCENAR
 
   --quick               about a minute: 1 round, short runs, no logging comparison, no floor
   --only <list>         comma-separated scenarios to run (repeatable)
-  --rounds <n>          rounds per scenario, back and forth over the servers (default 3; quick 1)
+  --rounds <n>          rounds per scenario, back and forth over the servers (default 5; quick 1)
   --duration <s>        measured seconds per run (default 3; quick 1.5)
   --warmup <s>          unmeasured seconds before each run (default 1; quick 0.5)
   --soak <s>            unmeasured seconds of load per server before its first round (default 6; quick 1;
@@ -171,7 +171,7 @@ export function parseSettings(argv: readonly string[]): Settings {
     if ((SCENARIOS as readonly string[]).includes(name)) only.push(name as ScenarioName);
     else problems.push(`--only: unknown scenario ${JSON.stringify(name)} (one of ${SCENARIOS.join(', ')})`);
   }
-  const rounds = Math.round(number(values.rounds, '--rounds', quick ? 1 : 3, 1, 50));
+  const rounds = Math.round(number(values.rounds, '--rounds', quick ? 1 : 5, 1, 50));
   const settings: Settings = {
     quick,
     rounds,
