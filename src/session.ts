@@ -6,9 +6,9 @@
 // raises a flag when the client makes progress, and its server checks every session now and
 // then (see checkIdle), which is when the time is read. Sessions start thousands of times a
 // second and chunks arrive a hundred thousand times a second; per-socket timers were a
-// measurable share of the first. For the same reason a session's socket listeners are shared
-// functions (one set for the process, reaching the session through the socket) rather than
-// closures made for each session.
+// measurable share of the first. For the same reason a session's socket listeners and timers
+// call shared functions (one set for the process, reaching the session through the socket or the
+// timer's argument) rather than closures made for each session.
 
 import type { TLSSocket } from 'node:tls';
 
@@ -42,7 +42,10 @@ const SESSION = Symbol('session');
 type SessionSocket = TLSSocket & { [SESSION]?: EchoSession };
 
 export class EchoSession {
-  private received = 0;
+  /**
+   * Application bytes read from the client and written back. Every byte counted is echoed (bytes
+   * read once the session is closing are dropped and not counted), so one count is both.
+   */
   private echoed = 0;
   private endReason: CloseReason | undefined;
   private error: string | undefined;
@@ -84,7 +87,7 @@ export class EchoSession {
 
   /** Application bytes read from the client. */
   get bytesIn(): number {
-    return this.received;
+    return this.echoed;
   }
 
   /** Application bytes written back to the client. */
@@ -128,7 +131,7 @@ export class EchoSession {
     if (this.closing) return;
     this.closing = true;
     this.socket.end();
-    this.closeTimer = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
+    this.closeTimer = setTimeout(sessionOnCloseGrace, CLOSE_GRACE_MS, this);
     // Keep reading (and dropping) so the client's close reaches us even if it was backed up.
     this.throttled = false;
     this.writeBlocked = false;
@@ -141,17 +144,15 @@ export class EchoSession {
     if (this.closing) return;
     let data = chunk;
     const max = this.limits.maxSessionBytes;
-    if (max > 0 && this.received + data.length >= max) {
+    if (max > 0 && this.echoed + data.length >= max) {
       // Echo up to the cap, then end cleanly so the client sees exactly max bytes come back.
-      data = data.subarray(0, max - this.received);
-      this.received += data.length;
+      data = data.subarray(0, max - this.echoed);
       this.echoed += data.length;
       this.endReason ??= 'byte-limit';
       this.socket.write(data);
       this.close('byte-limit');
       return;
     }
-    this.received += data.length;
     this.echoed += data.length;
     this.progressed = true;
     if (!this.socket.write(data)) {
@@ -237,6 +238,10 @@ function socketOnClose(this: SessionSocket): void {
 
 function sessionOnLifetimeTimeout(session: EchoSession): void {
   session.close('session-timeout');
+}
+
+function sessionOnCloseGrace(session: EchoSession): void {
+  session.socket.destroy();
 }
 
 function sessionOnThrottleTimeout(session: EchoSession): void {
