@@ -1,6 +1,6 @@
 // Running the scenarios: each throughput scenario against every server, in rounds that go back
-// and forth over them (the project's generator, and the Go tlsload cross-check when asked), the idle-session RSS
-// test, and the RunRecord/IdleRecord each run leaves for the summary.
+// and forth over them (the project's generator, and the Go tlsload cross-check when asked); the
+// idle-session RSS test; and the RunRecord/IdleRecord each run leaves for the summary.
 
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
