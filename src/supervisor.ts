@@ -138,7 +138,7 @@ export class Supervisor {
 
   /** Counts for tests and STATUS=: sessions in slots, waiting, and IPs tracked. */
   get counts(): { sessions: number; pending: number; ipsHeld: number; workersReady: number } {
-    return { sessions: this.held.size, pending: this.pending.length, ipsHeld: this.admission.perIp.size, workersReady: this.pool?.readyCount ?? 0 };
+    return { sessions: this.held.size, pending: this.pending.length, ipsHeld: this.admission.clients.holding, workersReady: this.pool?.readyCount ?? 0 };
   }
 
   /** Loads certificates, starts the workers and the admin listener, then listens. Runs once. */

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Admission, RateLimiter } from '../src/admission';
+import { Admission, ClientTable } from '../src/admission';
 import { CidrList, normalizeAddress, parseCidr } from '../src/cidr';
 import { PendingQueue } from '../src/pending-queue';
 
@@ -29,28 +29,66 @@ test('cidr: IPv4 and IPv6 blocks, bare addresses, and IPv4-mapped IPv6 treated a
   for (const bad of ['10.0.0.0/33', '1.2.3', 'fe80::/129', 'x', '10.0.0.0/']) assert.equal(parseCidr(bad), undefined, bad);
 });
 
-test('rate limiter: a burst, then the refill rate, per address', () => {
+test('client table: a burst, then the refill rate, per address', () => {
   let now = 0;
-  const r = new RateLimiter(10, 5, 1000, () => now);
-  for (let i = 0; i < 5; i++) assert.ok(r.take('a'));
-  assert.ok(!r.take('a'), 'burst spent');
-  assert.ok(r.take('b'), 'another address has its own bucket');
+  const t = new ClientTable(10, 5, 1000, () => now);
+  for (let i = 0; i < 5; i++) assert.equal(t.admit('a', 100), undefined);
+  assert.equal(t.admit('a', 100), 'rate-limited', 'burst spent');
+  assert.equal(t.admit('b', 100), undefined, 'another address has its own bucket');
   now += 100; // 10/s: one token per 100 ms
-  assert.ok(r.take('a'));
-  assert.ok(!r.take('a'));
+  assert.equal(t.admit('a', 100), undefined);
+  assert.equal(t.admit('a', 100), 'rate-limited');
   now += 10_000;
-  for (let i = 0; i < 5; i++) assert.ok(r.take('a'), 'refilled to the burst, no more');
-  assert.ok(!r.take('a'));
+  for (let i = 0; i < 5; i++) assert.equal(t.admit('a', 100), undefined, 'refilled to the burst, no more');
+  assert.equal(t.admit('a', 100), 'rate-limited');
 });
 
-test('rate limiter: the map of buckets stays bounded under a flood of addresses', () => {
+test('client table: the cap is checked before the bucket, so a client at its cap burns no tokens', () => {
+  const now = 0;
+  const t = new ClientTable(1, 3, 1000, () => now);
+  assert.equal(t.admit('a', 1), undefined);
+  for (let i = 0; i < 5; i++) assert.equal(t.admit('a', 1), 'ip-limit');
+  t.release('a');
+  assert.equal(t.admit('a', 1), undefined, 'tokens were left for it');
+  assert.equal(t.heldBy('a'), 1);
+});
+
+test('client table: bounded under a flood of addresses, and never forgets a count', () => {
   let now = 0;
-  const r = new RateLimiter(1, 1, 1000, () => now);
-  for (let i = 0; i < 50_000; i++) r.take(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
-  assert.ok(r.size <= 1000, `size ${r.size}`);
+  const t = new ClientTable(1, 1, 1000, () => now);
+  // Ten addresses hold a connection each, then a flood of new addresses passes through.
+  for (let i = 0; i < 10; i++) assert.equal(t.admit(`192.168.0.${i}`, 10), undefined);
+  // Each flood address connects twice (the second is rate limited) and its connection ends.
+  for (let i = 0; i < 50_000; i++) {
+    const ip = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    assert.equal(t.admit(ip, 10), undefined);
+    assert.equal(t.admit(ip, 10), 'rate-limited');
+    t.release(ip);
+  }
+  assert.ok(t.size <= 1000 + 10, `size ${t.size}`);
+  for (let i = 0; i < 10; i++) assert.equal(t.heldBy(`192.168.0.${i}`), 1, 'entries holding connections survive');
+  // The flood's entries go once their buckets have refilled.
   now += 5000;
-  r.sweep();
-  assert.equal(r.size, 0, 'refilled buckets are forgotten');
+  t.sweep();
+  assert.equal(t.size, 10, 'only the addresses still holding connections are left');
+  assert.equal(t.holding, 10);
+  for (let i = 0; i < 10; i++) t.release(`192.168.0.${i}`);
+  t.sweep();
+  assert.equal(t.size, 0, 'refilled and holding nothing: forgotten');
+  assert.equal(t.holding, 0);
+});
+
+test('client table: more addresses holding connections than the bound still leaves room for the rest', () => {
+  const now = 0;
+  const t = new ClientTable(1, 1, 100, () => now);
+  for (let i = 0; i < 500; i++) assert.equal(t.admit(`192.168.${i >> 8}.${i & 255}`, 10), undefined);
+  for (let i = 0; i < 5000; i++) {
+    const ip = `10.0.${i >> 8}.${i & 255}`;
+    assert.equal(t.admit(ip, 10), undefined, 'a new address is always admitted');
+    t.release(ip);
+  }
+  assert.ok(t.size <= 100 + 500, `size ${t.size}`);
+  assert.equal(t.holding, 500);
 });
 
 test('admission: deny wins over allow, allow-list excludes the rest, per-IP cap, release', () => {
@@ -73,9 +111,11 @@ test('admission: deny wins over allow, allow-list excludes the rest, per-IP cap,
   a.release('127.0.0.2');
   a.release('127.0.0.2');
   a.release('127.0.0.3');
-  assert.equal(a.perIp.size, 0, 'no entry outlives its connections');
+  assert.equal(a.clients.holding, 0, 'no address holds a connection after they all ended');
   a.release('127.0.0.3');
-  assert.equal(a.perIp.get('127.0.0.3'), 0, 'an extra release never goes negative');
+  assert.equal(a.clients.heldBy('127.0.0.3'), 0, 'an extra release never goes negative');
+  assert.equal(a.admit('127.0.0.3'), undefined);
+  assert.equal(a.clients.heldBy('127.0.0.3'), 1);
 });
 
 test('admission: rate limit refuses with its own reason and recovers with time', () => {
