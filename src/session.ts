@@ -55,6 +55,8 @@ export class EchoSession {
   private throttleTimer: NodeJS.Timeout | undefined;
   private closeTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  /** Whether socketOnDrain is on the socket yet (see listenForDrain). */
+  private drainListened = false;
   /** The client made progress (sent data, or read what we sent) since the last idle check. */
   private progressed = true;
   /** When an idle check last found progress (performance.now() ms): the client has been quiet since at most then. */
@@ -70,8 +72,9 @@ export class EchoSession {
     private readonly onClose: (session: EchoSession) => void,
   ) {
     (socket as SessionSocket)[SESSION] = this;
+    // 'drain' is listened for from the first write that backs up (listenForDrain): most
+    // sessions never need it, and each listener costs every session the time to add it.
     socket.on('data', socketOnData);
-    socket.on('drain', socketOnDrain);
     socket.on('end', socketOnEnd);
     socket.on('error', socketOnError);
     // 'close' is emitted once: `on` spares the wrapper `once` makes.
@@ -157,6 +160,7 @@ export class EchoSession {
     this.progressed = true;
     if (!this.socket.write(data)) {
       this.writeBlocked = true;
+      this.listenForDrain();
       this.socket.pause();
     }
     if (this.limits.bandwidthBytesPerSec > 0) this.spendBandwidth(data.length);
@@ -189,6 +193,12 @@ export class EchoSession {
     clearTimeout(this.closeTimer);
     this.endReason ??= 'peer-closed';
     this.onClose(this);
+  }
+
+  private listenForDrain(): void {
+    if (this.drainListened) return;
+    this.drainListened = true;
+    this.socket.on('drain', socketOnDrain);
   }
 
   private bandwidthBurst(): number {
