@@ -81,9 +81,7 @@ const BATCH_MAX_DELAY_MS = 100;
 
 /** A line logged but not built yet: built and formatted at flush time, in order with the rest. */
 interface Deferred {
-  readonly logger: Logger;
-  readonly level: LogLevel;
-  readonly message: string;
+  readonly line: ConnectionLine;
   readonly fields: Record<string, unknown>;
   /** Date.now() when logged: the line's timestamp. */
   readonly at: number;
@@ -114,10 +112,11 @@ const stdoutBatch = new (class StdoutBatch {
     this.deferred = 0;
     let text = '';
     let textBytes = 0;
+    const sole = this.maxWriteBytes === Infinity;
     for (const line of lines) {
       const formatted = textOf(line);
       if (formatted === undefined) continue;
-      const bytes = Buffer.byteLength(formatted);
+      const bytes = sole ? 0 : Buffer.byteLength(formatted);
       if (textBytes > 0 && textBytes + bytes > this.maxWriteBytes) {
         process.stdout.write(text);
         text = '';
@@ -188,36 +187,10 @@ class BatchedStdoutTransport extends TransportStream {
 function textOf(line: string | Deferred): string | undefined {
   if (typeof line === 'string') return line;
   try {
-    return formatDeferred(line);
+    return line.line.format(line.fields, line.at);
   } catch {
     return undefined;
   }
-}
-
-/** What winston's logger.log would have built and formatted for a deferred line, with its newline. */
-function formatDeferred(line: Deferred): string {
-  const own = ownLoggers.get(line.logger);
-  if (own?.json !== undefined) {
-    const json = jsonOfDeferred(line, own.json);
-    if (json !== undefined) return json;
-  }
-  const { logger, level, message, fields, at } = line;
-  const info: Info = { ...(logger.defaultMeta as Record<string, unknown> | undefined), ...fields, level, message, [LEVEL]: level, [LOGGED_AT]: at };
-  const out = logger.format.transform(info, logger.format.options);
-  return out ? `${String((out as Info)[MESSAGE])}\n` : '';
-}
-
-/**
- * The line jsonLine would make for a deferred line, without the merged info object: the
- * fields object, a literal of fixed shape at its one call site, goes to JSON.stringify as it
- * is. Undefined (so: the general path) when a default field and a line field share a name.
- */
-function jsonOfDeferred({ level, message, fields, at }: Deferred, { baseKeys, baseJson }: JsonBase): string | undefined {
-  for (const key of baseKeys) if (key in fields) return undefined;
-  const fieldsJson = JSON.stringify(fields).slice(1, -1);
-  const rest = baseJson && fieldsJson ? `${baseJson},${fieldsJson}` : baseJson || fieldsJson;
-  const head = `{"timestamp":"${isoTimestamp(at)}","level":${JSON.stringify(level)},"message":${JSON.stringify(message)}`;
-  return `${head}${rest ? ',' + rest : ''}}\n`;
 }
 
 /** A JSON logger's default fields, serialised once: the keys, and the JSON without its braces. */
@@ -229,36 +202,83 @@ interface JsonBase {
 /** Loggers made by createLogger (one stdout transport, no transport-level settings); json is set for the JSON format. */
 const ownLoggers = new WeakMap<Logger, { readonly json: JsonBase | undefined }>();
 
-/**
- * `logger.isLevelEnabled(level)`, for checks made once per connection. On a logger from
- * createLogger it compares two numbers; winston's own check walks the transports through
- * a getter that allocates.
- */
-export function logsAt(logger: Logger, level: LogLevel): boolean {
-  return ownLoggers.has(logger) ? levelEnabled(logger, level) : logger.isLevelEnabled(level);
-}
-
 function levelEnabled(logger: Logger, level: LogLevel): boolean {
   const levels = logger.levels;
   return levels[level]! <= levels[logger.level]!;
 }
 
 /**
- * `logger.log(level, message, fields)` for the line logged once per connection. On a logger
- * from createLogger it gives the same line (default fields, the logger's format, the stdout
- * transport, the timestamp of this call) but builds and formats it when its batch is
- * written rather than now. Run once per session between two handshakes, winston's two
- * object-mode streams and the formatting cost several times what they cost in a loop
- * (profiled under load); a batch formats in a loop. `fields` must not change afterwards.
+ * A line logged once per connection, at one level with one message: the session line. On a
+ * logger from createLogger, write() gives the line logger.log would (default fields, the
+ * logger's format, the stdout transport, the timestamp of the call) but builds and formats it
+ * when its batch is written rather than now. Run once per session between two handshakes,
+ * winston's two object-mode streams and the formatting cost several times what they cost in a
+ * loop (profiled under load); a batch formats in a loop. What can be worked out once is, when
+ * the handle is made: which logger it is, and the JSON between the timestamp and the fields.
  * Any other logger gets a plain logger.log.
  */
-export function logPerConnection(logger: Logger, level: LogLevel, message: string, fields: Record<string, unknown>): void {
-  if (!ownLoggers.has(logger)) {
-    logger.log(level, message, fields);
-    return;
+export class ConnectionLine {
+  private readonly own: boolean;
+  /** For a JSON logger of ours: its default field names, and the line's JSON after the timestamp up to the line's fields. */
+  private readonly baseKeys: readonly string[] | undefined;
+  private readonly jsonHead: string | undefined;
+  /** The logger's level when enabled() last looked, and its answer then. */
+  private levelSeen: string | undefined;
+  private levelOn = false;
+
+  constructor(
+    readonly logger: Logger,
+    readonly level: LogLevel,
+    readonly message: string,
+  ) {
+    const own = ownLoggers.get(logger);
+    this.own = own !== undefined;
+    if (own?.json !== undefined) {
+      const { baseKeys, baseJson } = own.json;
+      this.baseKeys = baseKeys;
+      this.jsonHead = `"level":${JSON.stringify(level)},"message":${JSON.stringify(message)}${baseJson ? ',' + baseJson : ''}`;
+    }
   }
-  if (!levelEnabled(logger, level) || logger.silent) return;
-  stdoutBatch.pushDeferred({ logger, level, message, fields, at: Date.now() });
+
+  /** Whether write() would log now (the logger's level may change, on a reload). */
+  enabled(): boolean {
+    if (!this.own) return this.logger.isLevelEnabled(this.level);
+    const current = this.logger.level;
+    if (current !== this.levelSeen) {
+      this.levelSeen = current;
+      this.levelOn = levelEnabled(this.logger, this.level);
+    }
+    return this.levelOn && !this.logger.silent;
+  }
+
+  /** Logs the line with `fields`, which must not change afterwards. */
+  write(fields: Record<string, unknown>): void {
+    if (!this.own) {
+      this.logger.log(this.level, this.message, fields);
+      return;
+    }
+    if (!this.enabled()) return;
+    stdoutBatch.pushDeferred({ line: this, fields, at: Date.now() });
+  }
+
+  /** The text logger.log would have written for `fields` at `at`, with its newline. */
+  format(fields: Record<string, unknown>, at: number): string {
+    if (this.jsonHead !== undefined && !anyKeyIn(this.baseKeys!, fields)) {
+      // JSON.stringify of the fields object as it is, a literal of fixed shape at its call site.
+      const body = JSON.stringify(fields);
+      return `{"timestamp":"${isoTimestamp(at)}",${this.jsonHead}${body.length > 2 ? ',' + body.slice(1) : '}'}\n`;
+    }
+    // Text format, or a line field that shares a default field's name (the line's wins).
+    const { logger, level, message } = this;
+    const info: Info = { ...(logger.defaultMeta as Record<string, unknown> | undefined), ...fields, level, message, [LEVEL]: level, [LOGGED_AT]: at };
+    const out = logger.format.transform(info, logger.format.options);
+    return out ? `${String((out as Info)[MESSAGE])}\n` : '';
+  }
+}
+
+function anyKeyIn(keys: readonly string[], fields: Record<string, unknown>): boolean {
+  for (let i = 0; i < keys.length; i++) if (keys[i]! in fields) return true;
+  return false;
 }
 
 export function createLogger(options: LoggerOptions): Logger {

@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import tls from 'node:tls';
 import { EchoSession, type CloseReason, type SessionLimits } from './session';
-import { logPerConnection, logsAt, SampledLog, type Logger } from './logger';
+import { ConnectionLine, SampledLog, type Logger } from './logger';
 
 /** What the supervisor knows of a connection when it hands it over. */
 export interface ConnectionMeta {
@@ -79,6 +79,8 @@ export class TlsEchoServer {
   private server: tls.Server;
   private readonly connections = new Set<Connection>();
   private readonly handshakeLog: SampledLog;
+  /** The line each session ends with (#2's fields), at info. */
+  private readonly sessionLine: ConnectionLine;
   private settings: TlsSettings;
   private identity: ServerIdentity;
   private idleCheck: NodeJS.Timeout | undefined;
@@ -87,11 +89,12 @@ export class TlsEchoServer {
     settings: TlsSettings,
     identity: ServerIdentity,
     private readonly events: TlsEchoServerEvents,
-    private readonly logger: Logger,
+    logger: Logger,
   ) {
     this.settings = settings;
     this.identity = identity;
     this.handshakeLog = new SampledLog(logger);
+    this.sessionLine = new ConnectionLine(logger, 'info', 'session ended');
     this.server = this.createServer();
     this.startIdleCheck();
   }
@@ -199,7 +202,7 @@ export class TlsEchoServer {
       socket.destroy();
       return;
     }
-    if (logsAt(this.logger, 'info')) {
+    if (this.sessionLine.enabled()) {
       conn.tlsVersion = socket.getProtocol();
       const cipher = socket.getCipher();
       conn.cipher = cipher.standardName ?? cipher.name;
@@ -257,7 +260,7 @@ export class TlsEchoServer {
 
   private logSession(conn: Connection, session: EchoSession, durationMs: number): void {
     if (conn.tlsVersion === undefined) return;
-    logPerConnection(this.logger, 'info', 'session ended', {
+    this.sessionLine.write({
       sessionId: conn.meta.id,
       remoteAddress: conn.meta.ip,
       remotePort: conn.meta.port,

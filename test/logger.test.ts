@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { createLogger, flushLogLines, isoTimestamp, logPerConnection, logsAt, setSoleStdoutWriter } from '../src/logger';
+import { ConnectionLine, createLogger, flushLogLines, isoTimestamp, setSoleStdoutWriter } from '../src/logger';
 
 /** Every write to stdout made by `run` and the flush after it. */
 function captureWrites(t: TestContext, run: () => void): string[] {
@@ -35,9 +35,9 @@ test('logger: a per-connection line is the JSON line logger.info would write, in
   const logger = createLogger({ level: 'info', format: 'json', base: { worker: 3 } });
   const before = Date.now();
   const lines = captureStdout(t, () => {
-    logPerConnection(logger, 'info', 'session ended', { sessionId: 7, remoteAddress: '127.0.0.2', sni: undefined, note: 'say "hi"\n', ms: 1.5 });
+    new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: 7, remoteAddress: '127.0.0.2', sni: undefined, note: 'say "hi"\n', ms: 1.5 });
     logger.info('plain', { sessionId: 8 });
-    logPerConnection(logger, 'debug', 'not at this level', { sessionId: 9 });
+    new ConnectionLine(logger, 'debug', 'not at this level').write({ sessionId: 9 });
   });
   const after = Date.now();
   assert.equal(lines.length, 2);
@@ -60,29 +60,31 @@ test('logger: a per-connection line is the JSON line logger.info would write, in
 
 test('logger: a line field that shares a default field name wins, as with winston', (t) => {
   const logger = createLogger({ level: 'info', format: 'json', base: { worker: 1, sessionId: 0 } });
-  const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 5 }));
+  const lines = captureStdout(t, () => new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: 5 }));
   assert.equal(lines.length, 1);
   const line = JSON.parse(lines[0]!) as Record<string, unknown>;
   assert.equal(line.sessionId, 5);
   assert.equal(line.worker, 1);
 });
 
-test('logger: text format, and level changes seen by logsAt', (t) => {
+test('logger: text format, and level changes seen by a line made before them', (t) => {
   const logger = createLogger({ level: 'info', format: 'text' });
-  const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 4, reason: 'peer-closed' }));
+  const lines = captureStdout(t, () => new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: 4, reason: 'peer-closed' }));
   assert.equal(lines.length, 1);
   assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\S+Z info {2}session ended sessionId=4 reason=peer-closed$/);
-  assert.equal(logsAt(logger, 'info'), true);
+  const info = new ConnectionLine(logger, 'info', 'session ended');
+  const error = new ConnectionLine(logger, 'error', 'failed');
+  assert.equal(info.enabled(), true);
   logger.level = 'warn';
-  assert.equal(logsAt(logger, 'info'), false);
-  assert.equal(logsAt(logger, 'error'), true);
-  const none = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 5 }));
+  assert.equal(info.enabled(), false, 'a level change is seen by a line made before it');
+  assert.equal(error.enabled(), true);
+  const none = captureStdout(t, () => new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: 5 }));
   assert.deepEqual(none, []);
 });
 
 test('logger: a JSON logger without default fields (the inline daemon\'s)', (t) => {
   const logger = createLogger({ level: 'info', format: 'json' });
-  const lines = captureStdout(t, () => logPerConnection(logger, 'info', 'session ended', { sessionId: 6 }));
+  const lines = captureStdout(t, () => new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: 6 }));
   assert.equal(lines.length, 1);
   assert.deepEqual(Object.keys(JSON.parse(lines[0]!) as object), ['timestamp', 'level', 'message', 'sessionId']);
 });
@@ -90,7 +92,7 @@ test('logger: a JSON logger without default fields (the inline daemon\'s)', (t) 
 test('logger: a batch goes out in writes of whole lines, none over 4096 bytes unless one line is', (t) => {
   const logger = createLogger({ level: 'info', format: 'json', base: { worker: 2 } });
   const writes = captureWrites(t, () => {
-    for (let i = 0; i < 200; i++) logPerConnection(logger, 'info', 'session ended', { sessionId: i, pad: 'x'.repeat(i % 50) });
+    for (let i = 0; i < 200; i++) new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: i, pad: 'x'.repeat(i % 50) });
     logger.info('long', { pad: 'y'.repeat(5000) });
   });
   assert.ok(writes.length > 1);
@@ -106,7 +108,7 @@ test('logger: a batch goes out in writes of whole lines, none over 4096 bytes un
 test('logger: the only process writing to stdout writes a whole batch at once, and goes back to whole-line 4096-byte writes when told', (t) => {
   const logger = createLogger({ level: 'info', format: 'json' });
   const logSome = (): void => {
-    for (let i = 0; i < 200; i++) logPerConnection(logger, 'info', 'session ended', { sessionId: i, pad: 'x'.repeat(i % 50) });
+    for (let i = 0; i < 200; i++) new ConnectionLine(logger, 'info', 'session ended').write({ sessionId: i, pad: 'x'.repeat(i % 50) });
   };
   setSoleStdoutWriter(true);
   t.after(() => setSoleStdoutWriter(false));
