@@ -102,7 +102,7 @@ floor server side by side and prints ratios to the baseline. Scenarios: ${SCENAR
                         the requirements ask for (default on; quick off)
   --quiet-wait <s>      before each run, wait up to this long for other processes to go quiet (default 20; quick 5; 0 = off)
   --no-pin              don't pin server and generator to different cores
-  --tlsload <binary>    cross-check handshake-ecdsa and pingpong with shared/bench/tlsload (Go); by default it is
+  --tlsload <binary>    cross-check the handshake scenarios and pingpong with shared/bench/tlsload (Go); by default it is
                         built from ../shared/bench/tlsload when Go is installed; 'off' skips it
   --daemon-arg <arg>    extra argument for every tls-echod serve (repeatable), e.g. --daemon-arg=--bandwidth=1000000000
   --daemon-node-arg <a> extra node flag for every tls-echod serve (repeatable), e.g. --daemon-node-arg=--max-semi-space-size=2
