@@ -220,8 +220,7 @@ function levelEnabled(logger: Logger, level: LogLevel): boolean {
 export class ConnectionLine {
   private readonly own: boolean;
   /** For a JSON logger of ours: its default field names, and the line's JSON after the timestamp up to the line's fields. */
-  private readonly baseKeys: readonly string[] | undefined;
-  private readonly jsonHead: string | undefined;
+  private readonly json: { readonly baseKeys: readonly string[]; readonly head: string } | undefined;
   /** The logger's level when enabled() last looked, and its answer then. */
   private levelSeen: string | undefined;
   private levelOn = false;
@@ -235,8 +234,7 @@ export class ConnectionLine {
     this.own = own !== undefined;
     if (own?.json !== undefined) {
       const { baseKeys, baseJson } = own.json;
-      this.baseKeys = baseKeys;
-      this.jsonHead = `"level":${JSON.stringify(level)},"message":${JSON.stringify(message)}${baseJson ? ',' + baseJson : ''}`;
+      this.json = { baseKeys, head: `"level":${JSON.stringify(level)},"message":${JSON.stringify(message)}${baseJson ? ',' + baseJson : ''}` };
     }
   }
 
@@ -263,10 +261,11 @@ export class ConnectionLine {
 
   /** The text logger.log would have written for `fields` at `at`, with its newline. */
   format(fields: Record<string, unknown>, at: number): string {
-    if (this.jsonHead !== undefined && !anyKeyIn(this.baseKeys!, fields)) {
+    const json = this.json;
+    if (json !== undefined && !anyKeyIn(json.baseKeys, fields)) {
       // JSON.stringify of the fields object as it is, a literal of fixed shape at its call site.
       const body = JSON.stringify(fields);
-      return `{"timestamp":"${isoTimestamp(at)}",${this.jsonHead}${body.length > 2 ? ',' + body.slice(1) : '}'}\n`;
+      return `{"timestamp":"${isoTimestamp(at)}",${json.head}${body.length > 2 ? ',' + body.slice(1) : '}'}\n`;
     }
     // Text format, or a line field that shares a default field's name (the line's wins).
     const { logger, level, message } = this;
