@@ -28,7 +28,7 @@ interface Client {
 }
 
 /** Why ClientTable.admit refused. */
-export type ClientRefusal = 'ip-limit' | 'rate-limited';
+type ClientRefusal = 'ip-limit' | 'rate-limited';
 
 /**
  * One entry per client address, carrying both its token bucket (new connections per second)

@@ -23,6 +23,7 @@ import {
   RERUN_OTHER_SHARE,
   SERVER_LABELS,
   type KeyType,
+  type ScenarioName,
   type ServerKind,
   type Settings,
   type ThroughputScenario,
@@ -249,7 +250,7 @@ function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
  * saturates the server only just (its own CPU at 86-93 %), and its figure has missed in slow
  * hours that a Go run right after did not reproduce; ping-pong as a check of the generator.
  */
-const TLSLOAD_SCENARIOS: ReadonlySet<string> = new Set(['handshake-ecdsa', 'handshake-rsa', 'pingpong']);
+const TLSLOAD_SCENARIOS: ReadonlySet<ScenarioName> = new Set<ScenarioName>(['handshake-ecdsa', 'handshake-rsa', 'pingpong']);
 
 /** Servers of the Go cross-check: the judged pair, and the floor beside them; see roundOrder for the order of each round. */
 function crossCheckServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
