@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { Admission, type RefuseReason } from './admission';
 import { AdminServer } from './admin-server';
+import { acceptHandles, type HandleSocket, type RawSocket } from './handle-socket';
 import { ensureCertificates, loadGivenCertificates, needsRenewal, type TlsMaterial } from './certs';
 import { normalizeAddress } from './cidr';
 import { formatHostPort, type Config, type HostPort } from './config';
@@ -38,7 +39,7 @@ export interface SupervisorOptions {
 interface Held {
   readonly ip: string;
   readonly port: number;
-  readonly socket: net.Socket;
+  readonly socket: RawSocket;
 }
 
 export function tlsSettingsOf(config: Config): TlsSettings {
@@ -197,7 +198,10 @@ export class Supervisor {
         server.once('error', (err) => reject(listenError(target, err)));
         server.listen({ ...target, backlog: 4096 }, () => {
           server.removeAllListeners('error');
-          server.on('error', (err) => this.logger.error('listener error', { error: err.message }));
+          server.on('error', this.listenerOnError);
+          // Inline, connections come as bare handles, without the net.Socket a worker needs for
+          // IPC and the inline server doesn't (see handle-socket.ts).
+          if (this.config.workers === 0) acceptHandles(server, this.handleSocketOnAccept, this.listenerOnError);
           resolve();
         });
       });
@@ -217,14 +221,27 @@ export class Supervisor {
     if (this.notifier.enabled) every(STATUS_INTERVAL_MS, () => this.notifier.status(this.statusText()));
   }
 
-  // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
   private readonly serverOnConnection = (socket: net.Socket): void => {
     // Gone before we looked (reset in the accept backlog): nothing to admit or account for.
     if (socket.remoteAddress === undefined) {
       socket.destroy();
       return;
     }
-    const ip = normalizeAddress(socket.remoteAddress);
+    this.admit(socket, socket.remoteAddress, socket.remotePort ?? 0);
+  };
+
+  private readonly handleSocketOnAccept = (socket: HandleSocket): void => {
+    this.admit(socket, socket.remoteAddress, socket.remotePort);
+  };
+
+  // Failed accepts (EMFILE in a descriptor flood, say) come as fast as connections do: sampled.
+  private readonly listenerOnError = (err: Error): void => {
+    this.refusalLog.log('error', 'listener-error', 'listener error', { error: err.message });
+  };
+
+  // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
+  private admit(socket: RawSocket, address: string, port: number): void {
+    const ip = normalizeAddress(address);
     if (this.draining) {
       this.refuse(socket, ip, 'shutdown');
       return;
@@ -235,7 +252,6 @@ export class Supervisor {
       return;
     }
     this.metrics.connectionAccepted();
-    const port = socket.remotePort ?? 0;
     if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
       const worker = this.pool!.pick();
       if (worker !== undefined) {
@@ -245,9 +261,9 @@ export class Supervisor {
     }
     const held: Held = { ip, port, socket };
     if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
-  };
+  }
 
-  private dispatch(socket: net.Socket, ip: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
+  private dispatch(socket: RawSocket, ip: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
     const id = this.nextId++;
     // Only the address is kept: the socket now belongs to the worker (holding it would keep a
     // dead net.Socket per session alive in the supervisor).
@@ -288,7 +304,7 @@ export class Supervisor {
     this.refuse(held.socket, held.ip, reason);
   }
 
-  private refuse(socket: net.Socket, ip: string, reason: RefuseReason): void {
+  private refuse(socket: RawSocket, ip: string, reason: RefuseReason): void {
     // A reset, before any ServerHello: the refusal costs no handshake.
     socket.resetAndDestroy();
     this.metrics.connectionRefused(reason);

@@ -3,8 +3,8 @@
 // handshake, starts an EchoSession, and reports each connection's end exactly once, whatever
 // way it ended, so the supervisor's slot and per-IP counts stay exact.
 
-import type { Socket } from 'node:net';
 import tls from 'node:tls';
+import type { RawSocket } from './handle-socket';
 import { EchoSession, type CloseReason, type SessionLimits } from './session';
 import { ConnectionLine, SampledLog, type Logger } from './logger';
 
@@ -49,7 +49,7 @@ export interface TlsEchoServerEvents {
 interface Connection {
   readonly owner: TlsEchoServer;
   readonly meta: ConnectionMeta;
-  readonly socket: Socket;
+  readonly socket: RawSocket;
   readonly acceptedAt: number;
   reason: CloseReason | undefined;
   handshakeMs: number | undefined;
@@ -72,8 +72,8 @@ const IDLE_CHECK_MAX_MS = 500;
 // tls.Server wraps the raw socket in a TLSSocket whose `_parent` is that raw socket: the only
 // link from the TLS events back to the connection record we attached on hand-over.
 const CONNECTION = Symbol('connection');
-type RawSocket = Socket & { [CONNECTION]?: Connection };
-type WrappedSocket = tls.TLSSocket & { _parent?: RawSocket };
+type HandedOver = RawSocket & { [CONNECTION]?: Connection };
+type WrappedSocket = tls.TLSSocket & { _parent?: HandedOver };
 
 export class TlsEchoServer {
   private server: tls.Server;
@@ -143,10 +143,10 @@ export class TlsEchoServer {
   }
 
   /** Takes over an admitted raw socket (paused) and starts its handshake. */
-  accept(socket: Socket, meta: ConnectionMeta): void {
+  accept(socket: RawSocket, meta: ConnectionMeta): void {
     const conn: Connection = { owner: this, meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
     this.connections.add(conn);
-    (socket as RawSocket)[CONNECTION] = conn;
+    (socket as HandedOver)[CONNECTION] = conn;
     // 'close' is emitted once: `on` spares the wrapper `once` makes.
     socket.on('close', TlsEchoServer.rawSocketOnClose);
     // A socket that died on its way here (e.g. reset while queued) still gets its one report.
@@ -230,7 +230,7 @@ export class TlsEchoServer {
   // One function for every raw socket (not a closure each). An established session reports from
   // its own close (which comes after the raw socket's); this reports the connections that never
   // got one.
-  private static rawSocketOnClose(this: RawSocket): void {
+  private static rawSocketOnClose(this: HandedOver): void {
     const conn = this[CONNECTION];
     if (conn !== undefined && conn.session === undefined) conn.owner.finish(conn);
   }

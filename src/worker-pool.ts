@@ -3,11 +3,12 @@
 // the handles in flight to each one bounded (send()'s return value is not backpressure),
 // restarts a crashed worker with backoff, and gives up on a crash loop.
 
+import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';
-import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { LogFormat, LogLevel } from './config';
 import { WorkerCrashLoopError } from './errors';
+import { HandleSocket, type RawSocket } from './handle-socket';
 import { identityToWire, ticketKeysToWire, type FromWorker, type ToWorker } from './ipc';
 import { setSoleStdoutWriter, type Logger } from './logger';
 import type { CloseReason } from './session';
@@ -51,7 +52,7 @@ interface Worker {
   /** Started and able to take connections (a process has said so; inline always is). */
   readonly ready: boolean;
   canTake(): boolean;
-  dispatch(socket: Socket, meta: ConnectionMeta): void;
+  dispatch(socket: RawSocket, meta: ConnectionMeta): void;
   /** Certificate, key and ticket keys for connections from now on. */
   setIdentity(identity: ServerIdentity): void;
   setTicketKeys(keys: Buffer): void;
@@ -79,7 +80,7 @@ class InlineWorker implements Worker {
     return true;
   }
 
-  dispatch(socket: Socket, meta: ConnectionMeta): void {
+  dispatch(socket: RawSocket, meta: ConnectionMeta): void {
     this.server.accept(socket, meta);
   }
 
@@ -141,7 +142,9 @@ class ProcessWorker implements Worker {
     return this.ready && this.inFlight < MAX_IN_FLIGHT_PER_WORKER;
   }
 
-  dispatch(socket: Socket, meta: ConnectionMeta): void {
+  dispatch(socket: RawSocket, meta: ConnectionMeta): void {
+    // The supervisor takes bare handles only with --workers 0 (Supervisor.listen).
+    assert(!(socket instanceof HandleSocket), 'a HandleSocket cannot be sent to a worker process');
     this.held.add(meta.id);
     this.inFlight++;
     this.child.send({ t: 'conn', id: meta.id, ip: meta.ip, port: meta.port } satisfies ToWorker, socket, (err) => {
