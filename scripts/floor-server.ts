@@ -20,6 +20,9 @@
 // Not here, because the benchmark configuration doesn't exercise them per connection or they
 // are timers rather than per-connection work: the pending queue, worker IPC, metrics,
 // ticket-key rotation, the idle/session/byte limits.
+// It accepts through Node's public path (a net.Socket per connection, handed to tls.Server).
+// Since 6b375c5 the daemon's inline server skips that net.Socket (src/handle-socket.ts) and
+// runs above this floor: the floor now shows what the requirements cost on the public path.
 
 import * as net from 'node:net';
 import * as tls from 'node:tls';
