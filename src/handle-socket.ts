@@ -6,7 +6,7 @@
 // socket only ever waits for its handle to close. Here the supervisor takes the accepted handle
 // straight from the listener and gives tls.Server a HandleSocket instead: the few fields and
 // the close path that Node's TLSSocket uses of the socket it wraps, and nothing else. At full
-// ECDSA handshake load that was about 11 % more handshakes per second on this machine
+// ECDSA handshake load that was about 10 % more handshakes per second on this machine
 // (docs/benchmark.md, "Eighth pass").
 //
 // This leans on Node internals, each checked where it is used or covered by the tests that run

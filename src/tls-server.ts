@@ -123,7 +123,9 @@ export class TlsEchoServer {
   private createServer(): tls.Server {
     const server = tls.createServer({
       ...TlsEchoServer.contextOptions(this.settings, this.identity),
-      allowHalfOpen: true,
+      // No allowHalfOpen here: a TLSSocket takes it from the raw socket it wraps (false, for a
+      // net.Server's sockets and a HandleSocket alike), never from this server. Nothing is lost
+      // by that: 'end' comes only after every byte before the client's FIN was echoed.
       handshakeTimeout: this.settings.handshakeTimeoutMs,
       // An echo peer for client tests: agree to the first protocol the client offers.
       ALPNCallback: ({ protocols }) => protocols[0],
