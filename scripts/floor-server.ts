@@ -9,7 +9,7 @@
 // Prints `listening <port>` once it accepts connections. What it does per connection, and why
 // each piece is required:
 //   - admission before any TLS work (#3): the peer address (one getpeername), then the daemon's
-//     own Admission (src/admission.ts: CIDR lists, per-IP token bucket, per-IP count) and a
+//     own Admission (src/daemon/admission.ts: CIDR lists, per-IP token bucket, per-IP count) and a
 //     global count; nothing is refused, as in the benchmark (the limits are raised above its
 //     load);
 //   - the hand-over of a paused raw socket to a tls.Server that never listens (#3's
@@ -21,14 +21,14 @@
 // are timers rather than per-connection work: the pending queue, worker IPC, metrics,
 // ticket-key rotation, the idle/session/byte limits.
 // It accepts through Node's public path (a net.Socket per connection, handed to tls.Server).
-// Since 6b375c5 the daemon's inline server skips that net.Socket (src/handle-socket.ts) and
+// Since 6b375c5 the daemon's inline server skips that net.Socket (src/daemon/handle-socket.ts) and
 // runs above this floor: the floor now shows what the requirements cost on the public path.
 
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { Admission } from '../src/admission';
-import { normalizeAddress } from '../src/cidr';
-import { isoTimestamp } from '../src/logger';
+import { Admission } from '../src/daemon/admission';
+import { normalizeAddress } from '../src/config/cidr';
+import { isoTimestamp } from '../src/ops/logger';
 import { parseServerArgs } from './server-args';
 
 /** The benchmark's raised limits (scripts/bench/settings.ts): checked on every connection, never reached. */

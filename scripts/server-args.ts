@@ -6,7 +6,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parseHostPort } from '../src/config';
+import { parseHostPort } from '../src/config/config';
 
 export interface ServerArgs {
   readonly cert: Buffer;

@@ -15,9 +15,9 @@ import tls from 'node:tls';
 import { CLI, cleanEnv, connect, echoAll, freePort, rawOutcome, roundTrip, runCli, spawnDaemon, startDaemon, tempDir, type CliDaemon } from './helpers/daemon';
 import { metricOf, sample } from './helpers/metrics';
 import { notifyReceiver } from './helpers/notify-socket';
-import { loadConfig } from '../src/config';
-import { createLogger } from '../src/logger';
-import { Supervisor } from '../src/supervisor';
+import { loadConfig } from '../src/config/config';
+import { createLogger } from '../src/ops/logger';
+import { Supervisor } from '../src/daemon/supervisor';
 
 function get(address: string, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { loadConfig } from '../src/config';
+import { loadConfig } from '../src/config/config';
 import { connect, echoAll, rawOutcome, roundTrip, startDaemon, tempDir, until, type InProcessDaemon } from './helpers/daemon';
 import { metricOf } from './helpers/metrics';
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { envName, jsonKey, OPTIONS } from '../src/config';
+import { envName, jsonKey, OPTIONS } from '../src/config/config';
 
 const README = readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
 
@@ -29,7 +29,7 @@ test('readme: the two commands, the test command, and every reason are documente
 });
 
 test('readme: every metric the daemon exports is listed (metric names are public API)', async () => {
-  const { Metrics } = await import('../src/metrics');
+  const { Metrics } = await import('../src/ops/metrics');
   const metrics = new Metrics({ sessionsActive: () => 0, connectionsPending: () => 0, workersReady: () => 0, version: 'test' });
   metrics.setCertificateNotAfter('leaf', new Date());
   const { body } = await metrics.render();

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runLoad, type LoadMode, type LoadResult } from '../../src/load-generator';
+import { runLoad, type LoadMode, type LoadResult } from '../../src/client/load-generator';
 import type { Machine } from './machine';
 import { fmt, pct } from './report';
 import { CpuSampler, ServerProcess, waitForQuiet, type CpuShares } from './servers';

@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { LoadMode } from '../../src/load-generator';
+import type { LoadMode } from '../../src/client/load-generator';
 
 /** The per-IP protections stay on but are raised above the benchmark's own load (all from 127.0.0.1). */
 export const DAEMON_PROTECTION_FLAGS = ['--conn-rate', '1000000', '--conn-burst', '1000000', '--max-conns-per-ip', '100000'];

@@ -16,7 +16,7 @@ import {
   runLoad,
   type LoadMode,
   type LoadOptions,
-} from '../load-generator';
+} from '../client/load-generator';
 import { parseServername, parseTarget, parseTlsPin, parseWhole, readCa } from './check';
 
 interface BenchFlags {

@@ -2,8 +2,8 @@
 
 import type { Command } from 'commander';
 import path from 'node:path';
-import { ensureCertificates, loadGeneratedCertificates, loadGivenCertificates, type CertInfo, type TlsMaterial } from '../certs';
-import { loadConfig } from '../config';
+import { ensureCertificates, loadGeneratedCertificates, loadGivenCertificates, type CertInfo, type TlsMaterial } from '../certs/certs';
+import { loadConfig } from '../config/config';
 import { addConfigOptions, configSources } from './options';
 
 const CERT_OPTIONS = ['cert', 'key', 'chain', 'cert-dir', 'san', 'key-type', 'cert-days'];

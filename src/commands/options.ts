@@ -1,8 +1,8 @@
-// Adds the option table of src/config.ts to a commander command, so flags, env vars and JSON
+// Adds the option table of src/config/config.ts to a commander command, so flags, env vars and JSON
 // keys can't drift apart. Values stay raw strings here: loadConfig validates them all at once.
 
 import type { Command } from 'commander';
-import { envName, OPTIONS, type ConfigSources } from '../config';
+import { envName, OPTIONS, type ConfigSources } from '../config/config';
 
 /** Commander's argument parser for a repeatable flag: every value, in order. */
 export function collect(value: string, previous: string[] | undefined): string[] {

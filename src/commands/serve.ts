@@ -2,10 +2,10 @@
 
 import type { Command } from 'commander';
 import path from 'node:path';
-import { formatHostPort, loadConfig, type Config } from '../config';
-import { createLogger, type Logger } from '../logger';
-import { Supervisor } from '../supervisor';
-import { takeListenFds } from '../systemd';
+import { formatHostPort, loadConfig, type Config } from '../config/config';
+import { createLogger, type Logger } from '../ops/logger';
+import { Supervisor } from '../daemon/supervisor';
+import { takeListenFds } from '../ops/systemd';
 import { VERSION } from '../version';
 import { addConfigOptions, configSources } from './options';
 

@@ -9,9 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import tls from 'node:tls';
-import { loadConfig } from '../../src/config';
-import { createLogger } from '../../src/logger';
-import { Supervisor, type SupervisorOptions } from '../../src/supervisor';
+import { loadConfig } from '../../src/config/config';
+import { createLogger } from '../../src/ops/logger';
+import { Supervisor, type SupervisorOptions } from '../../src/daemon/supervisor';
 
 export const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 

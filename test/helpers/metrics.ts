@@ -1,6 +1,6 @@
 // Reads one sample out of Prometheus text exposition, for assertions.
 
-import type { Supervisor } from '../../src/supervisor';
+import type { Supervisor } from '../../src/daemon/supervisor';
 
 /** The value of `name{labels}` in `text`, or undefined when the series is absent. */
 export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {

@@ -4,8 +4,8 @@
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { formatHostPort, type HostPort } from './config';
-import { describeListenError, ListenError } from './errors';
+import { formatHostPort, type HostPort } from '../config/config';
+import { describeListenError, ListenError } from '../errors';
 import type { Logger } from './logger';
 import type { Metrics } from './metrics';
 

@@ -5,7 +5,7 @@
 import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type * as tls from 'node:tls';
-import { systemErrorCode } from './errors';
+import { systemErrorCode } from '../errors';
 import type { ResolvedLoadOptions } from './load-generator';
 
 /** After a failed connection, wait this long before the next attempt so a dead server isn't spun on (ms). */

@@ -1,7 +1,7 @@
 // Messages between the supervisor and its worker processes (Node's IPC channel, JSON).
 // Sockets travel as the handle of a `conn` message.
 
-import type { LogFormat, LogLevel } from './config';
+import type { LogFormat, LogLevel } from '../config/config';
 import type { CloseReason } from './session';
 import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
-import { ConnectionLine, createLogger, flushLogLines, isoTimestamp, setSoleStdoutWriter } from '../src/logger';
+import { ConnectionLine, createLogger, flushLogLines, isoTimestamp, setSoleStdoutWriter } from '../../src/ops/logger';
 
 /** Every write to stdout made by `run` and the flush after it. */
 function captureWrites(t: TestContext, run: () => void): string[] {

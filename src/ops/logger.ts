@@ -3,7 +3,7 @@
 
 import winston from 'winston';
 import TransportStream from 'winston-transport';
-import type { LogFormat, LogLevel } from './config';
+import type { LogFormat, LogLevel } from '../config/config';
 
 export type Logger = winston.Logger;
 

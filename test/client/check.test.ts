@@ -8,12 +8,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { formatCheckResult, parseSubjectAltName, runCheck, type CheckResult } from '../src/check';
-import { checkOptionsFromFlags } from '../src/commands/check';
-import { ConfigError } from '../src/errors';
-import { startCorruptingEchoServer, startEchoServer, type EchoServer } from './helpers/echo-servers';
+import { formatCheckResult, parseSubjectAltName, runCheck, type CheckResult } from '../../src/client/check';
+import { checkOptionsFromFlags } from '../../src/commands/check';
+import { ConfigError } from '../../src/errors';
+import { startCorruptingEchoServer, startEchoServer, type EchoServer } from '../helpers/echo-servers';
 
-const CLI = path.join(__dirname, '..', 'src', 'cli.js');
+const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
 async function echoServer(t: TestContext): Promise<EchoServer> {
   const server = await startEchoServer();

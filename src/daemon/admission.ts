@@ -2,7 +2,7 @@
 // per-source-IP token bucket for new connections, and a per-IP cap on connections held
 // (in session or waiting for one). The global cap and the pending queue live in the supervisor.
 
-import { CidrList, type Cidr } from './cidr';
+import { CidrList, type Cidr } from '../config/cidr';
 
 export type RefuseReason = 'denied' | 'rate-limited' | 'ip-limit' | 'pool-full' | 'pending-timeout' | 'shutdown';
 

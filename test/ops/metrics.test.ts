@@ -6,10 +6,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
 import winston from 'winston';
-import { AdminServer } from '../src/admin-server';
-import type { HostPort } from '../src/config';
-import { ListenError } from '../src/errors';
-import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, Metrics, REFUSE_REASONS, type MetricsOptions } from '../src/metrics';
+import { AdminServer } from '../../src/ops/admin-server';
+import type { HostPort } from '../../src/config/config';
+import { ListenError } from '../../src/errors';
+import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, Metrics, REFUSE_REASONS, type MetricsOptions } from '../../src/ops/metrics';
 
 // ---- a small, strict parser for the Prometheus text exposition format (version 0.0.4) ----
 

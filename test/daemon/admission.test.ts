@@ -3,9 +3,9 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Admission, ClientTable } from '../src/admission';
-import { CidrList, normalizeAddress, parseCidr } from '../src/cidr';
-import { PendingQueue } from '../src/pending-queue';
+import { Admission, ClientTable } from '../../src/daemon/admission';
+import { CidrList, normalizeAddress, parseCidr } from '../../src/config/cidr';
+import { PendingQueue } from '../../src/daemon/pending-queue';
 
 function list(...texts: string[]): CidrList {
   return new CidrList(texts.map((t) => parseCidr(t)!));

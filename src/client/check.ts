@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
-import { subjectAltNameEntries } from './certs';
-import { formatHostPort } from './config';
-import { systemErrorCode, type ErrorCode } from './errors';
+import { subjectAltNameEntries } from '../certs/certs';
+import { formatHostPort } from '../config/config';
+import { systemErrorCode, type ErrorCode } from '../errors';
 
 export type TlsVersionPin = '1.2' | '1.3';
 

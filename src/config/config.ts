@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
-import { ConfigError } from './errors';
+import { ConfigError } from '../errors';
 import { parseCidr, type Cidr } from './cidr';
 
 export type KeyType = 'ecdsa-p256' | 'rsa-2048' | 'rsa-3072';

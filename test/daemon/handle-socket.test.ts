@@ -1,4 +1,4 @@
-// The inline server's accept path (src/handle-socket.ts): connections taken from the listener as
+// The inline server's accept path (src/daemon/handle-socket.ts): connections taken from the listener as
 // bare handles. Its contract with Node's internals is checked here on a plain net.Server; the
 // daemon-level test counts this process's descriptors, since closing every handle is now ours.
 
@@ -8,8 +8,8 @@ import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { acceptHandles, HandleSocket } from '../src/handle-socket';
-import { connect, rawOutcome, roundTrip, startDaemon, tempDir, until } from './helpers/daemon';
+import { acceptHandles, HandleSocket } from '../../src/daemon/handle-socket';
+import { connect, rawOutcome, roundTrip, startDaemon, tempDir, until } from '../helpers/daemon';
 
 async function listening(t: TestContext, server: net.Server, where: net.ListenOptions): Promise<void> {
   server.listen(where);

@@ -3,7 +3,7 @@
 // `systemd-notify` binary because Node's dgram can't speak AF_UNIX datagrams).
 
 import { execFile } from 'node:child_process';
-import { ListenError, systemErrorCode } from './errors';
+import { ListenError, systemErrorCode } from '../errors';
 import type { Logger } from './logger';
 
 /** The first file descriptor systemd passes (SD_LISTEN_FDS_START). */

@@ -4,7 +4,7 @@
 // the whole process group) and ends when the supervisor tells it to or its channel closes.
 
 import type { Socket } from 'node:net';
-import { createLogger, type Logger } from './logger';
+import { createLogger, type Logger } from '../ops/logger';
 import { identityFromWire, ticketKeysFromWire, type FromWorker, type ToWorker } from './ipc';
 import { TlsEchoServer } from './tls-server';
 

@@ -6,16 +6,16 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { Admission, type RefuseReason } from './admission';
-import { AdminServer } from './admin-server';
+import { AdminServer } from '../ops/admin-server';
 import { acceptHandles, type HandleSocket, type RawSocket } from './handle-socket';
-import { ensureCertificates, loadGivenCertificates, needsRenewal, type TlsMaterial } from './certs';
-import { normalizeAddress } from './cidr';
-import { formatHostPort, type Config, type HostPort } from './config';
-import { describeListenError, ListenError } from './errors';
-import { SampledLog, type Logger } from './logger';
-import { Metrics } from './metrics';
+import { ensureCertificates, loadGivenCertificates, needsRenewal, type TlsMaterial } from '../certs/certs';
+import { normalizeAddress } from '../config/cidr';
+import { formatHostPort, type Config, type HostPort } from '../config/config';
+import { describeListenError, ListenError } from '../errors';
+import { SampledLog, type Logger } from '../ops/logger';
+import { Metrics } from '../ops/metrics';
 import { PendingQueue } from './pending-queue';
-import { SdNotifier } from './systemd';
+import { SdNotifier } from '../ops/systemd';
 import type { ConnectionClosed, TlsSettings } from './tls-server';
 import { WorkerPool } from './worker-pool';
 

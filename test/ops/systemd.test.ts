@@ -13,15 +13,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { loadConfig } from '../src/config';
-import { ListenError } from '../src/errors';
-import type { Logger } from '../src/logger';
-import { notifyReceiver } from './helpers/notify-socket';
-import { freePort } from './helpers/daemon';
-import { SdNotifier, takeListenFds } from '../src/systemd';
+import { loadConfig } from '../../src/config/config';
+import { ListenError } from '../../src/errors';
+import type { Logger } from '../../src/ops/logger';
+import { notifyReceiver } from '../helpers/notify-socket';
+import { freePort } from '../helpers/daemon';
+import { SdNotifier, takeListenFds } from '../../src/ops/systemd';
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const SYSTEMD_JS = path.join(ROOT, 'dist', 'src', 'systemd.js');
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const SYSTEMD_JS = path.join(ROOT, 'dist', 'src', 'ops', 'systemd.js');
 const CLI_JS = path.join(ROOT, 'dist', 'src', 'cli.js');
 const UNIT_DIR = path.join(ROOT, 'systemd');
 

@@ -11,8 +11,8 @@ import type { AddressInfo } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import type { KeyType } from '../src/config';
-import { CertError } from '../src/errors';
+import type { KeyType } from '../../src/config/config';
+import { CertError } from '../../src/errors';
 import {
   defaultSans,
   describeCertificate,
@@ -23,7 +23,7 @@ import {
   type CertInfo,
   type GenerateOptions,
   type TlsMaterial,
-} from '../src/certs';
+} from '../../src/certs/certs';
 
 const DAY_MS = 86_400_000;
 const FILES = ['ca-key.pem', 'ca.pem', 'server-key.pem', 'server.pem'];

@@ -7,9 +7,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { autoWorkers, loadConfig } from '../src/config';
-import { ConfigError } from '../src/errors';
-import { runCli, tempDir } from './helpers/daemon';
+import { autoWorkers, loadConfig } from '../../src/config/config';
+import { ConfigError } from '../../src/errors';
+import { runCli, tempDir } from '../helpers/daemon';
 
 test('config: defaults match the documented table', () => {
   const c = loadConfig({ flags: {}, env: {} });

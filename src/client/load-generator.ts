@@ -16,8 +16,8 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
-import { formatHostPort } from './config';
-import { ConfigError } from './errors';
+import { formatHostPort } from '../config/config';
+import { ConfigError } from '../errors';
 import { LatencyHistogram, type HistogramSnapshot } from './latency-histogram';
 import { errorKind, HandshakeWorker, IdleWorker, makePattern, PATTERN_BYTES, PingpongWorker, StreamWorker, type DriverRun, type LoadWorker, type PersistentWorker } from './load-drivers';
 

@@ -10,13 +10,13 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { ConfigError } from '../src/errors';
-import { benchOptionsFromFlags } from '../src/commands/bench';
-import { LatencyHistogram } from '../src/latency-histogram';
-import { loadOptionProblems, runLoad, type LoadMode, type LoadResult } from '../src/load-generator';
-import { startCorruptingEchoServer, startEchoServer, type EchoServer } from './helpers/echo-servers';
+import { ConfigError } from '../../src/errors';
+import { benchOptionsFromFlags } from '../../src/commands/bench';
+import { LatencyHistogram } from '../../src/client/latency-histogram';
+import { loadOptionProblems, runLoad, type LoadMode, type LoadResult } from '../../src/client/load-generator';
+import { startCorruptingEchoServer, startEchoServer, type EchoServer } from '../helpers/echo-servers';
 
-const CLI = path.join(__dirname, '..', 'src', 'cli.js');
+const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
 async function echoServer(t: TestContext): Promise<EchoServer> {
   const server = await startEchoServer();

@@ -6,11 +6,11 @@
 import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import type { LogFormat, LogLevel } from './config';
-import { WorkerCrashLoopError } from './errors';
+import type { LogFormat, LogLevel } from '../config/config';
+import { WorkerCrashLoopError } from '../errors';
 import { HandleSocket, type RawSocket } from './handle-socket';
 import { identityToWire, ticketKeysToWire, type FromWorker, type ToWorker } from './ipc';
-import { setSoleStdoutWriter, type Logger } from './logger';
+import { setSoleStdoutWriter, type Logger } from '../ops/logger';
 import type { CloseReason } from './session';
 import { TlsEchoServer, type ConnectionClosed, type ConnectionMeta, type ServerIdentity, type TlsSettings } from './tls-server';
 

@@ -14,9 +14,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
-import { addressBytes } from './cidr';
-import type { KeyType } from './config';
-import { CertError, EchodError, systemErrorCode } from './errors';
+import { addressBytes } from '../config/cidr';
+import type { KeyType } from '../config/config';
+import { CertError, EchodError, systemErrorCode } from '../errors';
 
 export interface CertInfo {
   /** Distinguished name, RDNs joined with ", " (`CN=localhost`). */

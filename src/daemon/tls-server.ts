@@ -6,7 +6,7 @@
 import tls from 'node:tls';
 import type { RawSocket } from './handle-socket';
 import { EchoSession, type CloseReason, type SessionLimits } from './session';
-import { ConnectionLine, SampledLog, type Logger } from './logger';
+import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
 
 /** What the supervisor knows of a connection when it hands it over. */
 export interface ConnectionMeta {
