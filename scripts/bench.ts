@@ -18,7 +18,7 @@
 //
 // This file is the entry point; the pieces are in scripts/bench/: settings.ts (constants, command
 // line, scenarios), machine.ts (CPUs, pinning, /proc), servers.ts (the servers, CPU accounting),
-// runs.ts (running the scenarios) and report.ts (rows, verdicts, tables).
+// runs.ts (running the scenarios), report.ts (rows, verdicts, tables) and number-format.ts.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +26,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { inspectMachine } from './bench/machine';
-import { buildRows, median, pct, renderSummary, saturated, type ScenarioResults } from './bench/report';
+import { pct } from './bench/number-format';
+import { buildRows, median, renderSummary, saturated, type ScenarioResults } from './bench/report';
 import { runIdleScenario, runThroughputScenario, type Context } from './bench/runs';
 import { generateCerts, liveServers } from './bench/servers';
 import { NOISY_OTHER_SHARE, parseSettings, RERUN_OTHER_SHARE, THROUGHPUT_SCENARIOS } from './bench/settings';

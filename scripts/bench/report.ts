@@ -1,7 +1,8 @@
 // The summary: rows of medians with ratios to the baseline and PASS/MISS against the targets,
-// the tables and notes printed at the end, and the number formatting the progress lines share.
+// and the tables and notes printed at the end.
 
 import type { Machine } from './machine';
+import { fmt, pct } from './number-format';
 import type { IdleRecord, RunRecord } from './runs';
 import { SATURATED_SHARE, SERVER_KINDS, SERVER_LABELS, type ScenarioName, type ServerKind, type Settings } from './settings';
 
@@ -104,17 +105,8 @@ export function buildRows(results: ScenarioResults): Row[] {
   return rows;
 }
 
-export function fmt(n: number | undefined, decimals: number): string {
-  if (n === undefined || !Number.isFinite(n)) return '-';
-  return n.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
-}
-
 function ratioText(ratio: number | undefined): string {
   return ratio === undefined ? '-' : `${fmt(ratio, 3)}x`;
-}
-
-export function pct(share: number): string {
-  return Number.isFinite(share) ? `${Math.round(share * 100)}%` : '-';
 }
 
 function decimalsFor(unit: string, v: number | undefined): number {

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runLoad, type LoadMode, type LoadResult } from '../../src/client/load-generator';
 import type { Machine } from './machine';
-import { fmt, pct } from './report';
+import { fmt, pct } from './number-format';
 import { CpuSampler, ServerProcess, waitForQuiet, type CpuShares } from './servers';
 import {
   FD_HEADROOM,
