@@ -6,7 +6,7 @@ import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type * as tls from 'node:tls';
 import { systemErrorCode } from '../errors';
-import type { ResolvedLoadOptions } from './load-generator';
+import type { ResolvedLoadOptions } from './load-options';
 
 /** After a failed connection, wait this long before the next attempt so a dead server isn't spun on (ms). */
 const RETRY_DELAY_MS = 10;

@@ -4,19 +4,9 @@
 
 import type { Command } from 'commander';
 import { ConfigError, EchodError } from '../errors';
-import {
-  formatLoadProgress,
-  formatLoadResult,
-  LOAD_DEFAULTS,
-  LOAD_MODES,
-  loadOptionProblems,
-  MAX_CONNECTIONS,
-  MAX_PROCESSES,
-  MAX_SIZE_BYTES,
-  runLoad,
-  type LoadMode,
-  type LoadOptions,
-} from '../client/load-generator';
+import { runLoad } from '../client/load-generator';
+import { LOAD_DEFAULTS, LOAD_MODES, loadOptionProblems, MAX_CONNECTIONS, MAX_PROCESSES, MAX_SIZE_BYTES, type LoadMode, type LoadOptions } from '../client/load-options';
+import { formatLoadProgress, formatLoadResult } from '../client/load-report';
 import { parseServername, parseTarget, parseTlsPin, parseWhole, readCa } from './check';
 
 interface BenchFlags {

@@ -13,7 +13,8 @@ import { test, type TestContext } from 'node:test';
 import { ConfigError } from '../../src/errors';
 import { benchOptionsFromFlags } from '../../src/commands/bench';
 import { LatencyHistogram } from '../../src/client/latency-histogram';
-import { loadOptionProblems, runLoad, type LoadMode, type LoadResult } from '../../src/client/load-generator';
+import { runLoad, type LoadMode, type LoadResult } from '../../src/client/load-generator';
+import { loadOptionProblems } from '../../src/client/load-options';
 import { startCorruptingEchoServer, startEchoServer, type EchoServer } from '../helpers/echo-servers';
 
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
