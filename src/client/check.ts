@@ -2,14 +2,18 @@
 // was negotiated and who the peer claims to be, sends random bytes and verifies the echo byte
 // for byte. Network and TLS failures are results (ok=false, with a message that says what to
 // do), never exceptions: the CLI and scripts branch on `ok`, `code` and `reason`.
+//
+// One concept: running the check and saying what it found. The failure messages below belong to
+// it: they read the run's stage and options, and no other code uses them. The peer certificate's
+// description is in peer-certificate.ts, the report for a terminal in check-report.ts.
 
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
-import { subjectAltNameEntries } from '../certs/certs';
 import { formatHostPort } from '../config/config';
 import { systemErrorCode, type ErrorCode } from '../errors';
+import { describeCertificate, type PeerCertificateInfo } from './peer-certificate';
 
 export type TlsVersionPin = '1.2' | '1.3';
 
@@ -54,21 +58,6 @@ export type CheckFailureReason =
   | 'name-mismatch'
   | 'mismatch'
   | 'extra-bytes';
-
-export interface PeerCertificateInfo {
-  /** `CN=localhost, O=...` */
-  readonly subject: string;
-  readonly issuer: string;
-  /** `DNS:localhost`, `IP:127.0.0.1`, ... */
-  readonly sans: readonly string[];
-  /** ISO 8601. */
-  readonly notBefore: string;
-  /** ISO 8601 (the expiry). */
-  readonly notAfter: string;
-  /** SHA-256 of the DER certificate, colon-separated upper-case hex. */
-  readonly fingerprint256: string;
-  readonly serialNumber: string;
-}
 
 export interface CheckResult {
   /** True only when the whole payload came back byte for byte (and verification passed unless insecure). */
@@ -440,81 +429,10 @@ function networkFailure(err: Error, stage: Stage, opts: CheckOptions, target: st
   }
 }
 
-function describeCertificate(cert: tls.PeerCertificate): PeerCertificateInfo {
-  return {
-    subject: formatName(cert.subject),
-    issuer: formatName(cert.issuer),
-    sans: parseSubjectAltName(cert.subjectaltname),
-    notBefore: isoDate(cert.valid_from),
-    notAfter: isoDate(cert.valid_to),
-    fingerprint256: cert.fingerprint256,
-    serialNumber: cert.serialNumber,
-  };
-}
-
-function formatName(name: tls.Certificate | undefined): string {
-  if (name === undefined || name === null) return '';
-  return Object.entries(name)
-    .flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => `${k}=${String(x)}`) : [`${k}=${String(v)}`]))
-    .join(', ');
-}
-
-/** `DNS:a, IP Address:1.2.3.4` -> `['DNS:a', 'IP:1.2.3.4']` (a quoted value with a comma stays one entry). */
-export function parseSubjectAltName(text: string | undefined): string[] {
-  return subjectAltNameEntries(text).map(({ kind, value }) => `${kind === 'IP Address' ? 'IP' : kind}:${value}`);
-}
-
-function isoDate(text: string): string {
-  const d = new Date(text);
-  return Number.isNaN(d.getTime()) ? text : d.toISOString();
-}
-
 function hexByte(b: number): string {
   return '0x' + b.toString(16).padStart(2, '0');
 }
 
 function round3(ms: number): number {
   return Math.round(ms * 1000) / 1000;
-}
-
-export interface FormatCheckOptions {
-  /** Include the final `ok` / `FAILED: ...` line (default true). */
-  readonly verdict?: boolean;
-  /** Clock for "expires in N days" (ms since epoch; default now). */
-  readonly now?: number;
-}
-
-/** Human-readable report, one `label  value` line per fact, for the terminal. */
-export function formatCheckResult(r: CheckResult, options: FormatCheckOptions = {}): string {
-  const lines: string[] = [];
-  const row = (label: string, value: string): void => {
-    lines.push(`${label.padEnd(10)} ${value}`);
-  };
-  row('target', `${r.target} (servername ${r.servername ?? 'none'})`);
-  if (r.tlsVersion !== null) row('tls', `${r.tlsVersion}, ${r.cipher ?? '?'}, alpn ${r.alpn ?? 'none'}`);
-  if (r.peer !== null) {
-    row('subject', r.peer.subject || '(empty)');
-    row('issuer', r.peer.issuer || '(empty)');
-    row('sans', r.peer.sans.length > 0 ? r.peer.sans.join(', ') : 'none');
-    row('expires', `${r.peer.notAfter} (${describeExpiry(r.peer.notAfter, options.now ?? Date.now())})`);
-    row('sha256', r.peer.fingerprint256);
-  }
-  if (r.tlsVersion !== null) row('verified', r.verified ? 'yes' : `no (${r.verifyError ?? 'unknown'})`);
-  const timing: string[] = [];
-  if (r.connectMs !== null) timing.push(`connect ${r.connectMs.toFixed(2)} ms`);
-  if (r.handshakeMs !== null) timing.push(`handshake ${r.handshakeMs.toFixed(2)} ms`);
-  if (r.roundTripMs !== null) timing.push(`round trip ${r.roundTripMs.toFixed(2)} ms`);
-  if (timing.length > 0) row('timing', timing.join(', '));
-  if (r.bytesSent > 0 || r.ok) row('echo', `${r.bytesEchoed} of ${r.bytesSent} bytes back${r.ok ? ', byte for byte' : ''}`);
-  if (options.verdict !== false) lines.push(r.ok ? 'ok' : `FAILED: ${r.error ?? 'unknown error'}`);
-  return lines.join('\n');
-}
-
-function describeExpiry(notAfter: string, now: number): string {
-  const t = Date.parse(notAfter);
-  if (Number.isNaN(t)) return 'unknown';
-  const days = (t - now) / 86_400_000;
-  if (days < 0) return `expired ${Math.ceil(-days)} day(s) ago`;
-  if (days < 1) return `in ${Math.max(0, Math.round(days * 24))} hour(s)`;
-  return `in ${Math.floor(days)} day(s)`;
 }

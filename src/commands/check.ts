@@ -5,7 +5,8 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { CHECK_DEFAULTS, formatCheckResult, runCheck, type CheckOptions, type TlsVersionPin } from '../client/check';
+import { CHECK_DEFAULTS, runCheck, type CheckOptions, type TlsVersionPin } from '../client/check';
+import { formatCheckResult } from '../client/check-report';
 import { parseHostPort, type HostPort } from '../config/config';
 import { ConfigError, EchodError, systemErrorCode } from '../errors';
 import { collect } from './options';
