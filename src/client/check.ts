@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
-import { subjectAltNameEntries } from '../certs/certs';
+import { subjectAltNameEntries } from '../certs/inspect';
 import { formatHostPort } from '../config/config';
 import { systemErrorCode, type ErrorCode } from '../errors';
 
