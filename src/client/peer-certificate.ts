@@ -2,7 +2,7 @@
 // fingerprint and serial, in a form fit for a terminal and JSON.
 
 import type * as tls from 'node:tls';
-import { subjectAltNameEntries } from '../certs/certs';
+import { subjectAltNameEntries } from '../certs/inspect';
 
 export interface PeerCertificateInfo {
   /** `CN=localhost, O=...` */

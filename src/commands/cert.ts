@@ -2,7 +2,10 @@
 
 import type { Command } from 'commander';
 import path from 'node:path';
-import { ensureCertificates, loadGeneratedCertificates, loadGivenCertificates, type CertInfo, type TlsMaterial } from '../certs/certs';
+import { loadGivenCertificates } from '../certs/given-files';
+import type { CertInfo } from '../certs/inspect';
+import { ensureCertificates, loadGeneratedCertificates } from '../certs/local-ca';
+import type { TlsMaterial } from '../certs/tls-material';
 import { loadConfig } from '../config/config';
 import { addConfigOptions, configSources } from './options';
 

@@ -13,17 +13,10 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import type { KeyType } from '../../src/config/config';
 import { CertError } from '../../src/errors';
-import {
-  defaultSans,
-  describeCertificate,
-  ensureCertificates,
-  loadGeneratedCertificates,
-  loadGivenCertificates,
-  needsRenewal,
-  type CertInfo,
-  type GenerateOptions,
-  type TlsMaterial,
-} from '../../src/certs/certs';
+import { loadGivenCertificates } from '../../src/certs/given-files';
+import { describeCertificate, type CertInfo } from '../../src/certs/inspect';
+import { defaultSans, ensureCertificates, loadGeneratedCertificates, needsRenewal, type GenerateOptions } from '../../src/certs/local-ca';
+import type { TlsMaterial } from '../../src/certs/tls-material';
 
 const DAY_MS = 86_400_000;
 const FILES = ['ca-key.pem', 'ca.pem', 'server-key.pem', 'server.pem'];

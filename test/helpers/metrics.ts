@@ -1,6 +1,27 @@
-// Reads one sample out of Prometheus text exposition, for assertions.
+// Metrics in tests: a Metrics of its own with gauges the test sets (newMetrics), and one sample
+// read out of Prometheus text exposition, for assertions (strictly checked: helpers/exposition.ts).
 
 import type { Supervisor } from '../../src/daemon/supervisor';
+import { Metrics, type MetricsOptions } from '../../src/ops/metrics';
+
+interface Gauges {
+  sessionsActive: number;
+  connectionsPending: number;
+  workersReady: number;
+}
+
+/** A Metrics whose gauges read the returned `gauges` object; `overrides` replace any option. */
+export function newMetrics(overrides: Partial<MetricsOptions> = {}): { metrics: Metrics; gauges: Gauges } {
+  const gauges: Gauges = { sessionsActive: 0, connectionsPending: 0, workersReady: 0 };
+  const metrics = new Metrics({
+    sessionsActive: () => gauges.sessionsActive,
+    connectionsPending: () => gauges.connectionsPending,
+    workersReady: () => gauges.workersReady,
+    version: '1.2.3-test',
+    ...overrides,
+  });
+  return { metrics, gauges };
+}
 
 /** The value of `name{labels}` in `text`, or undefined when the series is absent. */
 export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {

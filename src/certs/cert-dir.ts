@@ -1,0 +1,156 @@
+// --cert-dir on disk: the generated CA and leaf as certificate/key pairs of PEM files. A pair is
+// read back with what is wrong with it, never half-trusted, and written so that a crash or power
+// cut leaves no partial file and no key readable by others: each file is created with its final
+// mode, fsynced and renamed over the old one; the key before its certificate; then the directory
+// is fsynced (syncDir) to make the renames durable.
+
+import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
+import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CertError, EchodError, systemErrorCode } from '../errors';
+import { exportKey } from './tls-material';
+
+/** File names inside --cert-dir. */
+export const CERT_DIR_FILES = { ca: 'ca.pem', caKey: 'ca-key.pem', leaf: 'server.pem', leafKey: 'server-key.pem' } as const;
+
+const PAIR_FILES = {
+  ca: { cert: CERT_DIR_FILES.ca, key: CERT_DIR_FILES.caKey },
+  leaf: { cert: CERT_DIR_FILES.leaf, key: CERT_DIR_FILES.leafKey },
+} as const;
+type PairKind = keyof typeof PAIR_FILES;
+
+const DIR_MODE = 0o700;
+const KEY_MODE = 0o600;
+const CERT_MODE = 0o644;
+
+/** A certificate with its private key, parsed and as PEM. */
+export interface Pair {
+  readonly cert: X509Certificate;
+  readonly key: KeyObject;
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
+/** A pair read from --cert-dir, or why it can't be used. */
+export type PairRead = { readonly pair: Pair; readonly problem?: undefined } | { readonly pair?: undefined; readonly problem: string };
+
+/** The pair `kind` in certDir, or a CertError that says what is wrong and to start the daemon once. */
+export function requireGeneratedPair(certDir: string, kind: PairKind): Pair {
+  const read = readGeneratedPair(certDir, kind);
+  if (read.pair === undefined) {
+    throw new CertError(
+      `--cert-dir ${certDir}: ${read.problem} (start the daemon once to generate certificates there, or give the --cert-dir it uses)`,
+    );
+  }
+  return read.pair;
+}
+
+/** The pair `kind` in certDir, parsed and checked that the key matches, or the problem in words. */
+export function readGeneratedPair(certDir: string, kind: PairKind): PairRead {
+  const files = PAIR_FILES[kind];
+  const certText = readCertDirFile(certDir, files.cert);
+  const keyText = readCertDirFile(certDir, files.key);
+  if (certText === undefined) return { problem: `${files.cert}: no such file` };
+  if (keyText === undefined) return { problem: `${files.key}: no such file` };
+  let cert: X509Certificate;
+  let key: KeyObject;
+  try {
+    cert = new X509Certificate(certText);
+  } catch {
+    return { problem: `${files.cert}: not a PEM certificate` };
+  }
+  try {
+    key = createPrivateKey(keyText);
+  } catch {
+    return { problem: `${files.key}: not a PEM private key` };
+  }
+  if (!cert.checkPrivateKey(key)) return { problem: `${files.key} does not match ${files.cert}` };
+  return { pair: { cert, key, certPem: cert.toString(), keyPem: exportKey(key) } };
+}
+
+/** The file's text, or undefined when it does not exist; other failures are not ours to paper over. */
+function readCertDirFile(certDir: string, name: string): string | undefined {
+  try {
+    return readFileSync(join(certDir, name), 'utf8');
+  } catch (err) {
+    if (systemErrorCode(err) === 'ENOENT') return undefined;
+    throw certDirError(certDir, `can't read ${name}`, err);
+  }
+}
+
+/** Creates certDir if missing and makes our own directory 0700. */
+export function prepareCertDir(certDir: string): void {
+  try {
+    mkdirSync(certDir, { recursive: true, mode: DIR_MODE }); // fails with EEXIST on a file
+    const stat = statSync(certDir);
+    // Only our own directory: chmod on someone else's fails, and is not ours to decide.
+    if (stat.uid === process.getuid?.() && (stat.mode & 0o777) !== DIR_MODE) chmodSync(certDir, DIR_MODE);
+  } catch (err) {
+    throw certDirError(certDir, "can't create or protect the directory", err);
+  }
+}
+
+/** Key files copied in by hand may be readable by others; ours never are. */
+export function tightenKeyModes(certDir: string): void {
+  for (const kind of ['ca', 'leaf'] as const) {
+    const path = join(certDir, PAIR_FILES[kind].key);
+    try {
+      const stat = statSync(path);
+      if ((stat.mode & 0o077) !== 0 && stat.uid === process.getuid?.()) chmodSync(path, KEY_MODE);
+    } catch (err) {
+      throw certDirError(certDir, `can't protect ${PAIR_FILES[kind].key}`, err);
+    }
+  }
+}
+
+/** Replaces the pair `kind` in certDir (each file atomically; call syncDir after the last). */
+export function writePair(certDir: string, kind: PairKind, pair: Pair): void {
+  // A crash between the two writes leaves a key that doesn't match its certificate, which the
+  // next start detects and replaces.
+  writeFileAtomic(certDir, PAIR_FILES[kind].key, pair.keyPem, KEY_MODE);
+  writeFileAtomic(certDir, PAIR_FILES[kind].cert, pair.certPem, CERT_MODE);
+}
+
+/**
+ * Writes `name` in `certDir` so that it is either the old file or the whole new one, never part:
+ * a temp file in the same directory (rename is atomic only within a filesystem), created with its
+ * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
+ */
+function writeFileAtomic(certDir: string, name: string, data: string, mode: number): void {
+  const tmp = join(certDir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, 'wx', mode);
+    writeFileSync(fd, data);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, join(certDir, name));
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw certDirError(certDir, `can't write ${name}`, err);
+  }
+}
+
+/** Makes the renames durable: without it a power cut can bring back the old directory entries. */
+export function syncDir(certDir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(certDir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some filesystems can't fsync a directory; the files themselves are complete either way.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function certDirError(certDir: string, what: string, err: unknown): EchodError {
+  const why = systemErrorCode(err) === 'EACCES' ? 'permission denied' : (err as Error).message;
+  return new EchodError(
+    'ECHOD_CERT_IO',
+    `--cert-dir ${certDir}: ${what}: ${why} (make it writable by the user the daemon runs as, or choose another --cert-dir)`,
+    { cause: err },
+  );
+}

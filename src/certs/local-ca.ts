@@ -1,0 +1,253 @@
+// The local CA and its leaf: generated into --cert-dir, reused while valid and renewed with the
+// same CA, so that clients which trust ca.pem keep trusting across renewals. This file decides
+// what to keep and what to issue, and generates the keys; x509.ts builds and signs the
+// certificates, cert-dir.ts reads and writes the files, inspect.ts reads the certificates.
+
+import { X509Certificate, generateKeyPair, type KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
+import { promisify } from 'node:util';
+import type { KeyType } from '../config/config';
+import { CertError } from '../errors';
+import {
+  CERT_DIR_FILES,
+  prepareCertDir,
+  readGeneratedPair,
+  requireGeneratedPair,
+  syncDir,
+  tightenKeyModes,
+  writePair,
+  type Pair,
+  type PairRead,
+} from './cert-dir';
+import { canonicalIp, describeX509, notAfterOf, notBeforeOf, spkiOf, type CertInfo } from './inspect';
+import { exportKey, type TlsMaterial } from './tls-material';
+import {
+  KEY_USAGE,
+  OID,
+  authorityKeyIdentifierExtension,
+  basicConstraintsExtension,
+  distinguishedName,
+  extKeyUsageExtension,
+  keyIdentifier,
+  keyUsageExtension,
+  signCertificate,
+  subjectAltNameExtension,
+  subjectKeyIdentifierExtension,
+  subjectNameOf,
+  type Validity,
+} from './x509';
+
+export interface GenerateOptions {
+  certDir: string;
+  /** Extra SANs on top of defaultSans(). */
+  sans: readonly string[];
+  keyType: KeyType;
+  /** Lifetime of a new leaf (days). */
+  certDays: number;
+  /** Clock for validity and renewal decisions; default: the real time. */
+  now?: Date;
+  /** Make a new CA and leaf even if the existing ones are usable. */
+  force?: boolean;
+}
+
+/** generated: a new CA (and leaf); renewed: a new leaf signed by the existing CA. */
+export type EnsureAction = 'reused' | 'generated' | 'renewed';
+
+const DAY_MS = 86_400_000;
+/** New certificates start this far back, so a client whose clock is a little behind accepts them. */
+const BACKDATE_MS = 5 * 60_000;
+const CA_YEARS = 10;
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+
+/** The SANs of a generated leaf: localhost, 127.0.0.1, ::1, this host's name, then `extra`; normalised and deduplicated. */
+export function defaultSans(extra: readonly string[]): string[] {
+  const names = ['localhost', '127.0.0.1', '::1', hostname(), ...extra].map(normalizeName).filter((n) => n !== '');
+  return [...new Set(names)];
+}
+
+/**
+ * Makes sure --cert-dir holds a usable CA and leaf covering defaultSans(opts.sans) and returns
+ * them: reuses both while the leaf has more than 1/3 of its lifetime left, issues a new leaf from
+ * the same CA otherwise, and makes a new CA only when the old one is missing, broken, expired or
+ * would expire before a new leaf. Calls must not overlap (the supervisor owns certificate state):
+ * two at once could each write a pair.
+ */
+export async function ensureCertificates(opts: GenerateOptions): Promise<{ material: TlsMaterial; action: EnsureAction }> {
+  const now = opts.now ?? new Date();
+  const names = defaultSans(opts.sans);
+  prepareCertDir(opts.certDir);
+
+  let ca = opts.force ? undefined : usableCa(readGeneratedPair(opts.certDir, 'ca'), now);
+  if (ca !== undefined) {
+    const leaf = reusableLeaf(readGeneratedPair(opts.certDir, 'leaf'), ca, names, opts.keyType, now);
+    if (leaf !== undefined) {
+      tightenKeyModes(opts.certDir);
+      return { material: generatedMaterial(ca, leaf), action: 'reused' };
+    }
+  }
+
+  const validity = leafValidity(now, opts.certDays);
+  let action: EnsureAction = 'renewed';
+  // A leaf that outlives its CA stops verifying when the CA expires: replace the CA now instead.
+  if (ca === undefined || notAfterOf(ca.cert) < validity.notAfter) {
+    ca = await createCa(opts.keyType, now);
+    writePair(opts.certDir, 'ca', ca);
+    action = 'generated';
+  }
+  const leaf = await createLeaf(ca, names, opts.keyType, validity);
+  writePair(opts.certDir, 'leaf', leaf);
+  syncDir(opts.certDir);
+  return { material: generatedMaterial(ca, leaf), action };
+}
+
+/** Reads the CA and leaf in --cert-dir without generating anything (for `cert show`); CertError if missing or broken. */
+export function loadGeneratedCertificates(certDir: string): TlsMaterial {
+  const ca = requireGeneratedPair(certDir, 'ca');
+  const leaf = requireGeneratedPair(certDir, 'leaf');
+  if (!isIssuedBy(leaf.cert, ca.cert)) {
+    throw new CertError(
+      `--cert-dir ${certDir}: ${CERT_DIR_FILES.leaf} was not issued by ${CERT_DIR_FILES.ca} (start the daemon to issue a new one)`,
+    );
+  }
+  return generatedMaterial(ca, leaf);
+}
+
+/** True when at most 1/3 of the leaf's lifetime (notBefore to notAfter) is left at `now`. */
+export function needsRenewal(leaf: CertInfo, now: Date = new Date()): boolean {
+  const lifetimeMs = leaf.notAfter.getTime() - leaf.notBefore.getTime();
+  return leaf.notAfter.getTime() - now.getTime() <= lifetimeMs / 3;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deciding what in --cert-dir can be kept
+
+function usableCa(read: PairRead, now: Date): Pair | undefined {
+  if (read.pair === undefined) return undefined;
+  const { cert } = read.pair;
+  return cert.ca && isIssuedBy(cert, cert) && isValidAt(cert, now) ? read.pair : undefined;
+}
+
+function reusableLeaf(read: PairRead, ca: Pair, names: readonly string[], keyType: KeyType, now: Date): Pair | undefined {
+  if (read.pair === undefined) return undefined;
+  const { cert } = read.pair;
+  const info = describeX509(cert);
+  const usable =
+    isIssuedBy(cert, ca.cert) &&
+    // A changed --key-type takes effect at the next start; the CA stays, so trust does too.
+    info.keyType === keyType &&
+    names.every((name) => covers(cert, name)) &&
+    isValidAt(cert, now) &&
+    !needsRenewal(info, now);
+  return usable ? read.pair : undefined;
+}
+
+function isIssuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+}
+
+function isValidAt(cert: X509Certificate, now: Date): boolean {
+  return notBeforeOf(cert) <= now && now <= notAfterOf(cert);
+}
+
+function covers(cert: X509Certificate, name: string): boolean {
+  if (isIP(name) !== 0) return cert.checkIP(name) !== undefined;
+  return cert.checkHost(name, { subject: 'never' }) !== undefined;
+}
+
+function generatedMaterial(ca: Pair, leaf: Pair): TlsMaterial {
+  // The CA is not sent: clients that trust it have it already, and those that don't won't start to.
+  return {
+    key: leaf.keyPem,
+    cert: leaf.certPem,
+    ca: ca.certPem,
+    leaf: describeX509(leaf.cert),
+    caInfo: describeX509(ca.cert),
+    source: 'generated',
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issuing
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+async function generateKey(keyType: KeyType): Promise<KeyObject> {
+  const { privateKey } =
+    keyType === 'ecdsa-p256'
+      ? await generateKeyPairAsync('ec', { namedCurve: 'P-256' })
+      : await generateKeyPairAsync('rsa', { modulusLength: keyType === 'rsa-2048' ? 2048 : 3072 });
+  return privateKey;
+}
+
+async function createCa(keyType: KeyType, now: Date): Promise<Pair> {
+  const key = await generateKey(keyType);
+  const spki = spkiOf(key);
+  const name = distinguishedName(`tls-echod local CA (${hostname()})`);
+  const notBefore = backdated(now);
+  const notAfter = new Date(notBefore);
+  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_YEARS);
+  const der = signCertificate({
+    issuer: name,
+    subject: name,
+    validity: { notBefore, notAfter },
+    spki,
+    signer: key,
+    extensions: [
+      basicConstraintsExtension({ ca: true }),
+      keyUsageExtension(KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign),
+      subjectKeyIdentifierExtension(keyIdentifier(spki)),
+    ],
+  });
+  return pairOf(der, key);
+}
+
+async function createLeaf(ca: Pair, names: readonly string[], keyType: KeyType, validity: Validity): Promise<Pair> {
+  const key = await generateKey(keyType);
+  const spki = spkiOf(key);
+  // RSA key exchange (TLS 1.2 without ECDHE) encrypts the premaster secret to the leaf's key.
+  const usage = KEY_USAGE.digitalSignature | (keyType === 'ecdsa-p256' ? 0 : KEY_USAGE.keyEncipherment);
+  const der = signCertificate({
+    issuer: subjectNameOf(ca.cert),
+    subject: distinguishedName(hostname() || 'localhost'),
+    validity,
+    spki,
+    signer: ca.key,
+    extensions: [
+      basicConstraintsExtension({ ca: false }),
+      keyUsageExtension(usage),
+      extKeyUsageExtension([OID.serverAuth]),
+      subjectAltNameExtension(names),
+      subjectKeyIdentifierExtension(keyIdentifier(spki)),
+      authorityKeyIdentifierExtension(keyIdentifier(spkiOf(ca.cert.publicKey))),
+    ],
+  });
+  return pairOf(der, key);
+}
+
+function leafValidity(now: Date, certDays: number): Validity {
+  const notBefore = backdated(now);
+  return { notBefore, notAfter: new Date(notBefore.getTime() + certDays * DAY_MS) };
+}
+
+/** `now` minus BACKDATE_MS, to the whole second an ASN.1 time can hold, so CertInfo dates equal what was asked for. */
+function backdated(now: Date): Date {
+  return new Date(Math.floor((now.getTime() - BACKDATE_MS) / 1000) * 1000);
+}
+
+function pairOf(der: Buffer, key: KeyObject): Pair {
+  const cert = new X509Certificate(der);
+  return { cert, key, certPem: cert.toString(), keyPem: exportKey(key) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/** DNS names lower-case without a trailing dot (neither belongs in a SAN); IPs canonical. */
+function normalizeName(name: string): string {
+  const trimmed = name.trim();
+  if (isIP(trimmed) !== 0) return canonicalIp(trimmed);
+  return trimmed.toLowerCase().replace(/\.$/, '');
+}
