@@ -1,12 +1,11 @@
 // The local CA and its leaf: generated into --cert-dir, reused while valid and renewed with the
 // same CA, so that clients which trust ca.pem keep trusting across renewals. This file decides
-// what to keep and what to issue, and generates the keys; x509.ts builds and signs the
-// certificates, cert-dir.ts reads and writes the files, inspect.ts reads the certificates.
+// what to keep and what to issue; issue.ts makes the keys and certificates (with x509.ts), cert-dir.ts
+// reads and writes the files, inspect.ts reads the certificates.
 
-import { X509Certificate, generateKeyPair, type KeyObject } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
-import { promisify } from 'node:util';
 import type { KeyType } from '../config/config';
 import { CertError } from '../errors';
 import {
@@ -20,23 +19,9 @@ import {
   type Pair,
   type PairRead,
 } from './cert-dir';
-import { canonicalIp, describeX509, notAfterOf, notBeforeOf, spkiOf, type CertInfo } from './inspect';
-import { exportKey, type TlsMaterial } from './tls-material';
-import {
-  KEY_USAGE,
-  OID,
-  authorityKeyIdentifierExtension,
-  basicConstraintsExtension,
-  distinguishedName,
-  extKeyUsageExtension,
-  keyIdentifier,
-  keyUsageExtension,
-  signCertificate,
-  subjectAltNameExtension,
-  subjectKeyIdentifierExtension,
-  subjectNameOf,
-  type Validity,
-} from './x509';
+import { canonicalIp, describeX509, notAfterOf, notBeforeOf, type CertInfo } from './inspect';
+import { type TlsMaterial } from './tls-material';
+import type { Validity } from './x509';
 
 export interface GenerateOptions {
   certDir: string;
@@ -89,11 +74,14 @@ export async function ensureCertificates(opts: GenerateOptions): Promise<{ mater
     }
   }
 
+  // The certificate builder (node-forge) is loaded only to issue: a daemon that reuses its
+  // certificates never holds it (docs/benchmark.md, "V8's heap").
+  const { createCa, createLeaf } = await import('./issue');
   const validity = leafValidity(now, opts.certDays);
   let action: EnsureAction = 'renewed';
   // A leaf that outlives its CA stops verifying when the CA expires: replace the CA now instead.
   if (ca === undefined || notAfterOf(ca.cert) < validity.notAfter) {
-    ca = await createCa(opts.keyType, now);
+    ca = await createCa(opts.keyType, caValidity(now));
     writePair(opts.certDir, 'ca', ca);
     action = 'generated';
   }
@@ -170,61 +158,13 @@ function generatedMaterial(ca: Pair, leaf: Pair): TlsMaterial {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issuing
+// Validity of what is issued
 
-const generateKeyPairAsync = promisify(generateKeyPair);
-
-async function generateKey(keyType: KeyType): Promise<KeyObject> {
-  const { privateKey } =
-    keyType === 'ecdsa-p256'
-      ? await generateKeyPairAsync('ec', { namedCurve: 'P-256' })
-      : await generateKeyPairAsync('rsa', { modulusLength: keyType === 'rsa-2048' ? 2048 : 3072 });
-  return privateKey;
-}
-
-async function createCa(keyType: KeyType, now: Date): Promise<Pair> {
-  const key = await generateKey(keyType);
-  const spki = spkiOf(key);
-  const name = distinguishedName(`tls-echod local CA (${hostname()})`);
+function caValidity(now: Date): Validity {
   const notBefore = backdated(now);
   const notAfter = new Date(notBefore);
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_YEARS);
-  const der = signCertificate({
-    issuer: name,
-    subject: name,
-    validity: { notBefore, notAfter },
-    spki,
-    signer: key,
-    extensions: [
-      basicConstraintsExtension({ ca: true }),
-      keyUsageExtension(KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign),
-      subjectKeyIdentifierExtension(keyIdentifier(spki)),
-    ],
-  });
-  return pairOf(der, key);
-}
-
-async function createLeaf(ca: Pair, names: readonly string[], keyType: KeyType, validity: Validity): Promise<Pair> {
-  const key = await generateKey(keyType);
-  const spki = spkiOf(key);
-  // RSA key exchange (TLS 1.2 without ECDHE) encrypts the premaster secret to the leaf's key.
-  const usage = KEY_USAGE.digitalSignature | (keyType === 'ecdsa-p256' ? 0 : KEY_USAGE.keyEncipherment);
-  const der = signCertificate({
-    issuer: subjectNameOf(ca.cert),
-    subject: distinguishedName(hostname() || 'localhost'),
-    validity,
-    spki,
-    signer: ca.key,
-    extensions: [
-      basicConstraintsExtension({ ca: false }),
-      keyUsageExtension(usage),
-      extKeyUsageExtension([OID.serverAuth]),
-      subjectAltNameExtension(names),
-      subjectKeyIdentifierExtension(keyIdentifier(spki)),
-      authorityKeyIdentifierExtension(keyIdentifier(spkiOf(ca.cert.publicKey))),
-    ],
-  });
-  return pairOf(der, key);
+  return { notBefore, notAfter };
 }
 
 function leafValidity(now: Date, certDays: number): Validity {
@@ -235,11 +175,6 @@ function leafValidity(now: Date, certDays: number): Validity {
 /** `now` minus BACKDATE_MS, to the whole second an ASN.1 time can hold, so CertInfo dates equal what was asked for. */
 function backdated(now: Date): Date {
   return new Date(Math.floor((now.getTime() - BACKDATE_MS) / 1000) * 1000);
-}
-
-function pairOf(der: Buffer, key: KeyObject): Pair {
-  const cert = new X509Certificate(der);
-  return { cert, key, certPem: cert.toString(), keyPem: exportKey(key) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+// Issuing the local CA and its leaf: a new key, and a certificate built and signed by x509.ts
+// with the extensions each one needs. Loaded by local-ca.ts only when it must issue, so that a
+// daemon reusing its certificates never loads node-forge.
+
+import { X509Certificate, generateKeyPair, type KeyObject } from 'node:crypto';
+import { hostname } from 'node:os';
+import { promisify } from 'node:util';
+import type { KeyType } from '../config/config';
+import type { Pair } from './cert-dir';
+import { spkiOf } from './inspect';
+import { exportKey } from './tls-material';
+import {
+  KEY_USAGE,
+  OID,
+  authorityKeyIdentifierExtension,
+  basicConstraintsExtension,
+  distinguishedName,
+  extKeyUsageExtension,
+  keyIdentifier,
+  keyUsageExtension,
+  signCertificate,
+  subjectAltNameExtension,
+  subjectKeyIdentifierExtension,
+  subjectNameOf,
+  type Validity,
+} from './x509';
+
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+async function generateKey(keyType: KeyType): Promise<KeyObject> {
+  const { privateKey } =
+    keyType === 'ecdsa-p256'
+      ? await generateKeyPairAsync('ec', { namedCurve: 'P-256' })
+      : await generateKeyPairAsync('rsa', { modulusLength: keyType === 'rsa-2048' ? 2048 : 3072 });
+  return privateKey;
+}
+
+/** A new self-signed CA. */
+export async function createCa(keyType: KeyType, validity: Validity): Promise<Pair> {
+  const key = await generateKey(keyType);
+  const spki = spkiOf(key);
+  const name = distinguishedName(`tls-echod local CA (${hostname()})`);
+  const der = signCertificate({
+    issuer: name,
+    subject: name,
+    validity,
+    spki,
+    signer: key,
+    extensions: [
+      basicConstraintsExtension({ ca: true }),
+      keyUsageExtension(KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign),
+      subjectKeyIdentifierExtension(keyIdentifier(spki)),
+    ],
+  });
+  return pairOf(der, key);
+}
+
+/** A new server leaf for `names`, signed by `ca`. */
+export async function createLeaf(ca: Pair, names: readonly string[], keyType: KeyType, validity: Validity): Promise<Pair> {
+  const key = await generateKey(keyType);
+  const spki = spkiOf(key);
+  // RSA key exchange (TLS 1.2 without ECDHE) encrypts the premaster secret to the leaf's key.
+  const usage = KEY_USAGE.digitalSignature | (keyType === 'ecdsa-p256' ? 0 : KEY_USAGE.keyEncipherment);
+  const der = signCertificate({
+    issuer: subjectNameOf(ca.cert),
+    subject: distinguishedName(hostname() || 'localhost'),
+    validity,
+    spki,
+    signer: ca.key,
+    extensions: [
+      basicConstraintsExtension({ ca: false }),
+      keyUsageExtension(usage),
+      extKeyUsageExtension([OID.serverAuth]),
+      subjectAltNameExtension(names),
+      subjectKeyIdentifierExtension(keyIdentifier(spki)),
+      authorityKeyIdentifierExtension(keyIdentifier(spkiOf(ca.cert.publicKey))),
+    ],
+  });
+  return pairOf(der, key);
+}
+
+function pairOf(der: Buffer, key: KeyObject): Pair {
+  const cert = new X509Certificate(der);
+  return { cert, key, certPem: cert.toString(), keyPem: exportKey(key) };
+}
