@@ -13,32 +13,8 @@ import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
 import { formatHostPort } from '../config/config';
 import { systemErrorCode, type ErrorCode } from '../errors';
+import { CHECK_DEFAULTS, type CheckOptions } from './check-options';
 import { describeCertificate, type PeerCertificateInfo } from './peer-certificate';
-
-export type TlsVersionPin = '1.2' | '1.3';
-
-export interface CheckOptions {
-  readonly host: string;
-  readonly port: number;
-  /** PEM CA certificate(s) to verify against; default: Node's built-in root store. */
-  readonly ca?: string | Buffer | undefined;
-  /** Where `ca` came from (e.g. the --ca path), used in messages. */
-  readonly caLabel?: string | undefined;
-  /** Don't fail on an unverified certificate (verification is still reported). Default false. */
-  readonly insecure?: boolean | undefined;
-  /** SNI and the name verified; default: `host` when it is a name, none (verify the IP) when it is an IP. */
-  readonly servername?: string | undefined;
-  /** Random bytes to send and expect back (default 4096; 0 = handshake only). */
-  readonly bytes?: number | undefined;
-  /** Exact payload to send instead of `bytes` random bytes. */
-  readonly payload?: Buffer | undefined;
-  /** Deadline for the whole check: connect, handshake and echo (ms, default 10000). */
-  readonly timeoutMs?: number | undefined;
-  /** Pin the TLS version; default: whatever the server and Node agree on. */
-  readonly tls?: TlsVersionPin | undefined;
-  /** ALPN protocols to offer, in order; default none. */
-  readonly alpn?: readonly string[] | undefined;
-}
 
 /** Stable failure kinds, finer than `code`; callers branch on these, never on `error` text. */
 export type CheckFailureReason =
@@ -96,7 +72,6 @@ export interface CheckResult {
   readonly actualByte: number | null;
 }
 
-export const CHECK_DEFAULTS = Object.freeze({ bytes: 4096, timeoutMs: 10_000 });
 
 /** How long a finished check waits for the server's close before destroying the socket (ms). */
 const CLOSE_GRACE_MS = 1000;

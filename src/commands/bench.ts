@@ -4,9 +4,7 @@
 
 import type { Command } from 'commander';
 import { ConfigError, EchodError } from '../errors';
-import { runLoad } from '../client/load-generator';
 import { LOAD_DEFAULTS, LOAD_MODES, loadOptionProblems, MAX_CONNECTIONS, MAX_PROCESSES, MAX_SIZE_BYTES, type LoadMode, type LoadOptions } from '../client/load-options';
-import { formatLoadProgress, formatLoadResult } from '../client/load-report';
 import { parseServername, parseTarget, parseTlsPin, parseWhole, readCa } from './check';
 
 interface BenchFlags {
@@ -50,6 +48,8 @@ export function register(program: Command): void {
     .option('--json', 'print the result as one JSON object')
     .action(async (target: string, flags: BenchFlags) => {
       const options = benchOptionsFromFlags(target, flags);
+      // The generator is loaded when it runs: `serve` never needs it (docs/architecture.md).
+      const [{ runLoad }, { formatLoadProgress, formatLoadResult }] = await Promise.all([import('../client/load-generator'), import('../client/load-report')]);
       const controller = new AbortController();
       // Ctrl-C ends the run early but still prints what was measured.
       const onSigint = (): void => controller.abort();

@@ -5,8 +5,7 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { CHECK_DEFAULTS, runCheck, type CheckOptions, type TlsVersionPin } from '../client/check';
-import { formatCheckResult } from '../client/check-report';
+import { CHECK_DEFAULTS, type CheckOptions, type TlsVersionPin } from '../client/check-options';
 import { parseHostPort, type HostPort } from '../config/config';
 import { ConfigError, EchodError, systemErrorCode } from '../errors';
 import { collect } from './options';
@@ -40,6 +39,8 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object instead of text')
     .action(async (target: string, flags: CheckFlags) => {
       const options = checkOptionsFromFlags(target, flags);
+      // The client is loaded when it runs: `serve` never needs it (docs/architecture.md).
+      const [{ runCheck }, { formatCheckResult }] = await Promise.all([import('../client/check'), import('../client/check-report')]);
       const result = await runCheck(options);
       const text = flags.json === true ? JSON.stringify(result) : formatCheckResult(result, { verdict: result.ok });
       process.stdout.write(text + '\n');

@@ -1,0 +1,29 @@
+// What `tls-echod check` is asked to do (CheckOptions) and its defaults: apart from check.ts
+// so that the command line can describe the options without loading the client.
+
+export const CHECK_DEFAULTS = Object.freeze({ bytes: 4096, timeoutMs: 10_000 });
+
+export type TlsVersionPin = '1.2' | '1.3';
+
+export interface CheckOptions {
+  readonly host: string;
+  readonly port: number;
+  /** PEM CA certificate(s) to verify against; default: Node's built-in root store. */
+  readonly ca?: string | Buffer | undefined;
+  /** Where `ca` came from (e.g. the --ca path), used in messages. */
+  readonly caLabel?: string | undefined;
+  /** Don't fail on an unverified certificate (verification is still reported). Default false. */
+  readonly insecure?: boolean | undefined;
+  /** SNI and the name verified; default: `host` when it is a name, none (verify the IP) when it is an IP. */
+  readonly servername?: string | undefined;
+  /** Random bytes to send and expect back (default 4096; 0 = handshake only). */
+  readonly bytes?: number | undefined;
+  /** Exact payload to send instead of `bytes` random bytes. */
+  readonly payload?: Buffer | undefined;
+  /** Deadline for the whole check: connect, handshake and echo (ms, default 10000). */
+  readonly timeoutMs?: number | undefined;
+  /** Pin the TLS version; default: whatever the server and Node agree on. */
+  readonly tls?: TlsVersionPin | undefined;
+  /** ALPN protocols to offer, in order; default none. */
+  readonly alpn?: readonly string[] | undefined;
+}
