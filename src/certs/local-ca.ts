@@ -63,19 +63,12 @@ export function defaultSans(extra: readonly string[]): string[] {
 export async function ensureCertificates(opts: GenerateOptions): Promise<{ material: TlsMaterial; action: EnsureAction }> {
   const now = opts.now ?? new Date();
   const names = defaultSans(opts.sans);
-  prepareCertDir(opts.certDir);
+  const reused = reusableCertificates(opts, now);
+  if (reused !== undefined) return { material: reused, action: 'reused' };
 
   let ca = opts.force ? undefined : usableCa(readGeneratedPair(opts.certDir, 'ca'), now);
-  if (ca !== undefined) {
-    const leaf = reusableLeaf(readGeneratedPair(opts.certDir, 'leaf'), ca, names, opts.keyType, now);
-    if (leaf !== undefined) {
-      tightenKeyModes(opts.certDir);
-      return { material: generatedMaterial(ca, leaf), action: 'reused' };
-    }
-  }
-
-  // The certificate builder (node-forge) is loaded only to issue: a daemon that reuses its
-  // certificates never holds it (docs/benchmark.md, "V8's heap").
+  // The certificate builder (node-forge) is loaded only to issue; the daemon issues in a child
+  // process (issuer-process.ts), so that it never holds it (docs/architecture.md).
   const { createCa, createLeaf } = await import('./issue');
   const validity = leafValidity(now, opts.certDays);
   let action: EnsureAction = 'renewed';
@@ -89,6 +82,22 @@ export async function ensureCertificates(opts: GenerateOptions): Promise<{ mater
   writePair(opts.certDir, 'leaf', leaf);
   syncDir(opts.certDir);
   return { material: generatedMaterial(ca, leaf), action };
+}
+
+/**
+ * The CA and leaf in --cert-dir when both can serve as they are (the CA valid, the leaf issued by
+ * it, fresh, of the key type and naming every SAN); undefined when something must be issued.
+ * Creates the directory if needed and tightens the key files' modes; never issues.
+ */
+export function reusableCertificates(opts: GenerateOptions, now: Date = opts.now ?? new Date()): TlsMaterial | undefined {
+  prepareCertDir(opts.certDir);
+  if (opts.force) return undefined;
+  const ca = usableCa(readGeneratedPair(opts.certDir, 'ca'), now);
+  if (ca === undefined) return undefined;
+  const leaf = reusableLeaf(readGeneratedPair(opts.certDir, 'leaf'), ca, defaultSans(opts.sans), opts.keyType, now);
+  if (leaf === undefined) return undefined;
+  tightenKeyModes(opts.certDir);
+  return generatedMaterial(ca, leaf);
 }
 
 /** Reads the CA and leaf in --cert-dir without generating anything (for `cert show`); CertError if missing or broken. */

@@ -9,7 +9,8 @@ import { Admission, type RefuseReason } from './admission';
 import { AdminServer } from '../ops/admin-server';
 import { acceptHandles, type HandleSocket, type RawSocket } from './handle-socket';
 import { loadGivenCertificates } from '../certs/given-files';
-import { ensureCertificates, needsRenewal } from '../certs/local-ca';
+import { ensureCertificatesInChild } from '../certs/issuer-process';
+import { needsRenewal } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
 import { normalizeAddress } from '../config/cidr';
 import { formatHostPort, type Config, type HostPort } from '../config/config';
@@ -60,7 +61,7 @@ export async function loadTlsMaterial(config: Config, logger: Logger, now = new 
   if (config.certFile !== undefined && config.keyFile !== undefined) {
     return loadGivenCertificates({ certFile: config.certFile, keyFile: config.keyFile, chainFile: config.chainFile });
   }
-  const { material, action } = await ensureCertificates({
+  const { material, action } = await ensureCertificatesInChild({
     certDir: config.certDir,
     sans: config.sans,
     keyType: config.keyType,
