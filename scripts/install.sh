@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs tls-echod from this source tree, with its systemd units and a default config.
 # Run it again to upgrade: it is idempotent, and it never overwrites /etc/tls-echod/config.json.
-# See README.md, "Running under systemd". `scripts/install.sh --help` lists the options.
+# See docs/systemd.md. `scripts/install.sh --help` lists the options.
 
 set -euo pipefail
 umask 022 # the service runs as a DynamicUser: everything installed must be world-readable
@@ -155,7 +155,7 @@ do_install() {
   cat >"$root$bin_file.tmp" <<EOF
 #!/bin/sh
 # $marker; rerun it to upgrade.
-exec '$node' --initial-old-space-size=64 '$lib_dir/dist/src/cli.js' "\$@"
+exec '$node' '$lib_dir/dist/src/cli.js' "\$@"
 EOF
   chmod 0755 -- "$root$bin_file.tmp"
   mv -f -- "$root$bin_file.tmp" "$root$bin_file"

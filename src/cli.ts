@@ -1,10 +1,10 @@
-#!/usr/bin/env -S node --initial-old-space-size=64
+#!/usr/bin/env node
 // The tls-echod command line: parses, then calls. Each subcommand lives in src/commands/.
 //
-// The node flag above is the daemon's, and every launcher uses it (npm start, the installed
-// wrapper; the benchmark reads it from here; test/cli.test.ts keeps them in step): without
-// old-generation headroom, V8 can fall into a full Mark-Compact every ~80 ms under bulk echo
-// that frees nothing, costing 12-25 % of throughput (docs/benchmark.md). Workers inherit it.
+// No node flags, here or in any launcher: the daemon runs the same however it is started.
+// Its speed depends on keeping what a serving process retains small (V8 starts marking the old
+// generation on its own once that passes 8 MB; see docs/architecture.md, "What serving
+// loads"), so a subcommand's implementation is loaded when it runs, not here.
 
 import { Command, CommanderError } from 'commander';
 import { EchodError } from './errors';

@@ -247,7 +247,7 @@ test('install: --dest-dir --no-build stages program, wrapper, units and config; 
   const service = path.join(stage, 'etc/systemd/system/tls-echod.service');
 
   run();
-  assert.match(readFileSync(bin, 'utf8'), new RegExp(`exec '${process.execPath}' --initial-old-space-size=64 '/opt/tls-echod-test/lib/tls-echod/dist/src/cli.js' "\\$@"`));
+  assert.match(readFileSync(bin, 'utf8'), new RegExp(`exec '${process.execPath}' '/opt/tls-echod-test/lib/tls-echod/dist/src/cli.js' "\\$@"`));
   assert.equal(statSync(bin).mode & 0o777, 0o755);
   assert.match(readFileSync(service, 'utf8'), /^ExecStart=\/opt\/tls-echod-test\/bin\/tls-echod serve --config \/etc\/tls-echod\/config.json$/m);
   assert.ok(existsSync(path.join(stage, 'etc/systemd/system/tls-echod.socket')));
