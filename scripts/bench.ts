@@ -1,8 +1,8 @@
-// `npm run bench`: tls-echod (--workers 0 and --workers auto) against the bare Node TLS echo
+// `npm run bench`: tls-echod (--workers 0 started two ways, and --workers auto) against the bare Node TLS echo
 // server of scripts/baseline-server.ts, on this machine, in the same run, under the same load
 // from the project's own generator (src/client/load-generator.ts). Prints a table of ratios to the
 // baseline and the targets from the issue; exits 0 even when a target is missed (it is a
-// benchmark, not a test). Method and results: docs/benchmark.md (summary in README.md, "Benchmark").
+// benchmark, not a test). Method and results: docs/benchmark.md.
 //
 //   npm run bench [-- --quick] [-- --only pingpong,stream] [-- --json] [-- --save out.json]
 //

@@ -238,7 +238,7 @@ export function roundOrder<T>(kinds: readonly T[], round: number): T[] {
 
 /** Servers of a throughput scenario; see roundOrder for the order of each round. */
 function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
-  const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-auto'];
+  const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-0-bin', 'workers-auto'];
   if (ctx.settings.logCompare && sc.perSessionHeavy) kinds.push('workers-0-log-warn');
   if (withFloor(ctx, sc)) kinds.push('floor');
   return kinds;
@@ -252,9 +252,9 @@ function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
  */
 const TLSLOAD_SCENARIOS: ReadonlySet<ScenarioName> = new Set<ScenarioName>(['handshake-ecdsa', 'handshake-rsa', 'pingpong']);
 
-/** Servers of the Go cross-check: the judged pair, and the floor beside them; see roundOrder for the order of each round. */
+/** Servers of the Go cross-check: the judged ones, and the floor beside them; see roundOrder for the order of each round. */
 function crossCheckServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
-  const kinds: ServerKind[] = ['baseline', 'workers-0'];
+  const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-0-bin'];
   if (withFloor(ctx, sc)) kinds.push('floor');
   return kinds;
 }
@@ -405,7 +405,7 @@ export async function runIdleScenario(ctx: Context): Promise<IdleRecord[]> {
   }
   const records: IdleRecord[] = [];
   for (let round = 1; round <= ctx.settings.idleRounds && !ctx.signal.aborted; round++) {
-    for (const kind of roundOrder(['baseline', 'workers-0', 'workers-auto'] as const, round)) {
+    for (const kind of roundOrder(['baseline', 'workers-0', 'workers-0-bin', 'workers-auto'] as const, round)) {
       if (ctx.signal.aborted) break;
       let r = await idleRun(ctx, kind, round, IDLE_RAMP_PER_SEC);
       ctx.log(`  idle round ${round}/${ctx.settings.idleRounds} ${SERVER_LABELS[kind].padEnd(12)} ${describeIdle(r)}`);

@@ -4,7 +4,7 @@
 // during it.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -26,11 +26,9 @@ import {
 // Relative to dist/scripts/bench/, where this module is compiled to.
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
-/** The node flags the daemon's launchers use, from its shebang (`#!/usr/bin/env -S node <flags>`): the daemon runs as users run it. */
-const DAEMON_NODE_FLAGS = readFileSync(CLI, 'utf8').split('\n', 1)[0]!.split(/\s+/).slice(3);
 /**
- * The servers that are not tls-echod: the same arguments, no extra node flags (those are the
- * daemon's launchers'), and a plain `listening <port>` line on stdout.
+ * The servers that are not tls-echod: the same certificate and listen arguments, and a plain
+ * `listening <port>` line on stdout.
  */
 const PLAIN_SCRIPTS: Partial<Readonly<Record<ServerKind, string>>> = {
   baseline: path.join(__dirname, '..', 'baseline-server.js'),
@@ -93,20 +91,26 @@ export class ServerProcess {
       args = ['serve', '--workers', o.kind === 'workers-auto' ? 'auto' : '0', '--listen', `127.0.0.1:${fixedPort ?? 0}`, '--cert', cert, '--key', key, ...DAEMON_PROTECTION_FLAGS];
       if (o.kind === 'workers-0-log-warn') args.push('--log-level', 'warn');
       args.push(...o.settings.daemonArgs);
-      nodeArgs.push(...DAEMON_NODE_FLAGS, ...o.settings.daemonNodeArgs);
+      nodeArgs.push(...o.settings.daemonNodeArgs);
       if (o.kind === 'workers-0' && o.settings.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', o.settings.cpuProfDir);
     }
+    // The bin runs through its shebang (`env node`), as an installed tls-echod does; node flags
+    // can only reach it through NODE_OPTIONS, and env must find this same node first on PATH.
+    const viaBin = o.kind === 'workers-0-bin';
+    const env = viaBin
+      ? { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`, NODE_OPTIONS: nodeArgs.join(' ') }
+      : process.env;
     const stamp = `${o.kind}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
     // stdout goes to a file, as journald or a log file would take it: no pipe for this process to drain.
     const stdoutPath = path.join(o.workDir, `${stamp}.stdout.log`);
     const stderrPath = path.join(o.workDir, `${stamp}.stderr.log`);
     const out = openSync(stdoutPath, 'a');
     const err = openSync(stderrPath, 'a');
-    const command = [process.execPath, ...nodeArgs, script, ...args];
+    const command = viaBin ? [script, ...args] : [process.execPath, ...nodeArgs, script, ...args];
     const pin = o.machine.pinning;
     const child = pin
-      ? spawn('taskset', ['-c', pin.server.join(','), ...command], { stdio: ['ignore', out, err] })
-      : spawn(command[0]!, command.slice(1), { stdio: ['ignore', out, err] });
+      ? spawn('taskset', ['-c', pin.server.join(','), ...command], { stdio: ['ignore', out, err], env })
+      : spawn(command[0]!, command.slice(1), { stdio: ['ignore', out, err], env });
     closeSync(out);
     closeSync(err);
     const server = new ServerProcess(o.kind, child, stdoutPath, stderrPath);

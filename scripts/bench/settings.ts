@@ -43,14 +43,18 @@ export type ScenarioName = (typeof SCENARIOS)[number];
 
 /**
  * Every server the benchmark can run, in the order a round visits them (and the report lists
- * them). 'floor' is scripts/floor-server.ts: the least per-connection work the requirements
- * ask for, shown next to the baseline but never judged.
+ * them). 'workers-0' is the daemon started as `node dist/src/cli.js serve` (what `npm start`
+ * and the systemd wrapper run); 'workers-0-bin' is the same started through the bin's shebang,
+ * as an installed `tls-echod` is: the targets must hold for both. 'floor' is
+ * scripts/floor-server.ts: the least per-connection work the requirements ask for, shown next
+ * to the baseline but never judged.
  */
-export const SERVER_KINDS = ['baseline', 'workers-0', 'workers-auto', 'workers-0-log-warn', 'floor'] as const;
+export const SERVER_KINDS = ['baseline', 'workers-0', 'workers-0-bin', 'workers-auto', 'workers-0-log-warn', 'floor'] as const;
 export type ServerKind = (typeof SERVER_KINDS)[number];
 export const SERVER_LABELS: Readonly<Record<ServerKind, string>> = {
   baseline: 'baseline',
   'workers-0': 'workers 0',
+  'workers-0-bin': 'workers 0, bin',
   'workers-auto': 'workers auto',
   'workers-0-log-warn': 'workers 0, --log-level warn',
   floor: 'floor',
@@ -85,8 +89,9 @@ export interface Settings {
 
 const USAGE = `usage: npm run bench -- [options]
 
-Runs tls-echod (--workers 0, --workers auto), the bare baseline server and (for handshakes) the
-floor server side by side and prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
+Runs tls-echod (--workers 0 started as 'node dist/src/cli.js serve' and through the bin's
+shebang; --workers auto), the bare baseline server and (for handshakes) the floor server side
+by side and prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
 
   --quick               about a minute: 1 round, short runs, no logging comparison, no floor
   --only <list>         comma-separated scenarios to run (repeatable)
@@ -105,7 +110,7 @@ floor server side by side and prints ratios to the baseline. Scenarios: ${SCENAR
   --tlsload <binary>    cross-check the handshake scenarios and pingpong with shared/bench/tlsload (Go); by default it is
                         built from ../shared/bench/tlsload when Go is installed; 'off' skips it
   --daemon-arg <arg>    extra argument for every tls-echod serve (repeatable), e.g. --daemon-arg=--bandwidth=1000000000
-  --daemon-node-arg <a> extra node flag for every tls-echod serve (repeatable), e.g. --daemon-node-arg=--max-semi-space-size=2
+  --daemon-node-arg <a> extra node flag for every tls-echod serve (repeatable; NODE_OPTIONS for the bin), e.g. --daemon-node-arg=--max-semi-space-size=2
   --cpu-prof <dir>      run the --workers 0 daemon under node --cpu-prof (slows it; for profiling only)
   --json                print the results as one JSON object instead of tables
   --save <file>         also write the JSON results to <file>
