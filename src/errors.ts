@@ -1,5 +1,5 @@
 // One error class per failure family, each with a stable `code`. Callers branch on the code,
-// never on message text. The catalogue with what each code means is in README.md ("Errors").
+// never on message text. The catalogue with what each code means is in docs/errors.md.
 
 export type ErrorCode =
   | 'ECHOD_CONFIG_INVALID'

@@ -62,7 +62,7 @@ interface OptionSpec {
   /** Placeholder shown in --help; omitted for boolean flags. */
   readonly arg: string;
   readonly description: string;
-  /** Default as a user would write it (shown in --help and the README). */
+  /** Default as a user would write it (shown in --help and docs/configuration.md). */
   readonly defaultText: string;
   readonly repeatable?: boolean;
   /** Turns a raw value (string from flag/env, JSON value from file) into the field's value or throws a message. */

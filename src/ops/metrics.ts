@@ -1,15 +1,14 @@
 // Prometheus metrics, owned by the supervisor. Workers report events over IPC and the supervisor
 // calls the methods here, so one scrape of /metrics covers every worker. Metric names and label
-// values are public API (README.md, "Metrics and health"): rename nothing without a deprecation.
+// values are public API (docs/metrics.md): rename nothing without a deprecation.
 //
 // The event methods run for every connection, between TLS handshakes, where any code runs cold
 // and costs several times its cost in a loop (profiled). So they only add to plain numbers and
 // bucket arrays here (MetricCounts); the Prometheus side (metrics-exposition.ts, prom-client)
 // reads them when /metrics is scraped, and is loaded at the first scrape: a daemon that is never
-// scraped never loads prom-client, whose 1.3 MB of retained heap would otherwise count against
-// V8's 8 MB threshold for starting old-generation marking (docs/benchmark.md, "V8's heap"). A
-// reason we don't know counts as "other", which keeps the label set bounded whatever a worker
-// sends.
+// scraped never retains prom-client's 1.3 MB of heap (docs/architecture.md, "What serving
+// loads"). A reason we don't know counts as "other", which keeps the label set bounded whatever
+// a worker sends.
 
 import type { Registry } from 'prom-client';
 
