@@ -72,8 +72,10 @@ test('cli: every launcher runs node with the daemon\'s flags from the shebang, a
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
   assert.ok(pkg.scripts.start!.includes(`node ${flags} dist/src/cli.js serve`), `npm start: ${pkg.scripts.start}`);
   assert.ok(readFileSync(path.join(root, 'scripts', 'install.sh'), 'utf8').includes(`exec '$node' ${flags} '$lib_dir/dist/src/cli.js'`), 'install.sh wrapper');
-  // The built file keeps the shebang and runs through it (env -S splits the flags).
+  // The built file keeps the shebang and runs through it (env -S splits the flags), on the node
+  // running this suite (env takes the first on PATH), as every other test runs the daemon.
   const built = path.join(root, 'dist', 'src', 'cli.js');
   assert.equal(readFileSync(built, 'utf8').split('\n', 1)[0], shebang);
-  assert.match(execFileSync('/bin/sh', ['-c', `chmod +x "$1" && "$1" --version`, 'sh', built], { encoding: 'utf8' }), /\d+\.\d+\.\d+/);
+  const env = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
+  assert.match(execFileSync('/bin/sh', ['-c', `chmod +x "$1" && "$1" --version`, 'sh', built], { encoding: 'utf8', env }), /\d+\.\d+\.\d+/);
 });
