@@ -70,10 +70,11 @@ test('cli: every launcher runs the daemon with no node flags, and the built bin 
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
   assert.ok(pkg.scripts.start!.endsWith('&& node dist/src/cli.js serve'), `npm start: ${pkg.scripts.start}`);
   assert.ok(readFileSync(path.join(root, 'scripts', 'install.sh'), 'utf8').includes(`exec '$node' '$lib_dir/dist/src/cli.js'`), 'install.sh wrapper');
-  // npm run build leaves the bin executable: it runs through its shebang from a checkout.
+  // npm run build leaves the bin executable: it runs through its shebang from a checkout, on the
+  // node running this suite (env takes the first on PATH), as every other test runs the daemon.
   const built = path.join(root, 'dist', 'src', 'cli.js');
   assert.equal(readFileSync(built, 'utf8').split('\n', 1)[0], shebang);
   assert.ok((statSync(built).mode & 0o111) !== 0, 'dist/src/cli.js is not executable');
-  const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+  const env = { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}` };
   assert.match(execFileSync(built, ['--version'], { encoding: 'utf8', env }), /\d+\.\d+\.\d+/);
 });
