@@ -9,7 +9,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { envName, jsonKey, OPTIONS } from '../src/config/config';
-import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, Metrics, OTHER_REASON, REFUSE_REASONS } from '../src/ops/metrics';
+import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, OTHER_REASON, REFUSE_REASONS } from '../src/ops/metric-counts';
+import { Metrics } from '../src/ops/metrics';
 
 const ROOT = path.join(__dirname, '..', '..');
 const read = (rel: string): string => readFileSync(path.join(ROOT, rel), 'utf8');

@@ -4,7 +4,7 @@
 
 import { readdirSync } from 'node:fs';
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
-import type { Buckets, MetricCounts, MetricsOptions, ReasonCounts } from './metrics';
+import type { Buckets, MetricCounts, MetricsOptions, ReasonCounts } from './metric-counts';
 
 /** A registry exposing every tls_echod_* series from `counts`, and the process_* / nodejs_* ones. */
 export function buildRegistry(counts: MetricCounts, options: MetricsOptions): Registry {

@@ -2,7 +2,8 @@
 // read out of Prometheus text exposition, for assertions (strictly checked: helpers/exposition.ts).
 
 import type { Supervisor } from '../../src/daemon/supervisor';
-import { Metrics, type MetricsOptions } from '../../src/ops/metrics';
+import type { MetricsOptions } from '../../src/ops/metric-counts';
+import { Metrics } from '../../src/ops/metrics';
 
 interface Gauges {
   sessionsActive: number;

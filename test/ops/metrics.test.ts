@@ -3,7 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, Metrics, REFUSE_REASONS } from '../../src/ops/metrics';
+import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, REFUSE_REASONS } from '../../src/ops/metric-counts';
+import { Metrics } from '../../src/ops/metrics';
 import { parseExposition, valueOf, type Family } from '../helpers/exposition';
 import { newMetrics } from '../helpers/metrics';
 
