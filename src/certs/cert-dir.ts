@@ -6,7 +6,7 @@
 
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
 import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CertError, EchodError, systemErrorCode } from '../errors';
 import { exportKey } from './tls-material';
 
@@ -81,13 +81,33 @@ function readCertDirFile(certDir: string, name: string): string | undefined {
 /** Creates certDir if missing and makes our own directory 0700. */
 export function prepareCertDir(certDir: string): void {
   try {
-    mkdirSync(certDir, { recursive: true, mode: DIR_MODE }); // fails with EEXIST on a file
+    makeDirectories(certDir, DIR_MODE);
     const stat = statSync(certDir);
+    if (!stat.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
     // Only our own directory: chmod on someone else's fails, and is not ours to decide.
     if (stat.uid === process.getuid?.() && (stat.mode & 0o777) !== DIR_MODE) chmodSync(certDir, DIR_MODE);
   } catch (err) {
     throw certDirError(certDir, "can't create or protect the directory", err);
   }
+}
+
+/**
+ * mkdir -p, one level at a time. Not mkdirSync's `recursive`: on Node 20-24 it loops forever,
+ * at full CPU, where mkdir answers ENOENT under a parent that exists (procfs: --cert-dir
+ * /proc/x), so a bad --cert-dir hung the daemon instead of failing. An existing entry is left
+ * to the caller to check.
+ */
+function makeDirectories(dir: string, mode: number): void {
+  try {
+    mkdirSync(dir, { mode });
+    return;
+  } catch (err) {
+    const code = systemErrorCode(err);
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
+  }
+  makeDirectories(dirname(dir), mode);
+  mkdirSync(dir, { mode }); // ENOENT again (a parent that takes no directories) is the error to report
 }
 
 /** Key files copied in by hand may be readable by others; ours never are. */

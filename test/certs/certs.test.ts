@@ -17,6 +17,7 @@ import { loadGivenCertificates } from '../../src/certs/given-files';
 import { describeCertificate, type CertInfo } from '../../src/certs/inspect';
 import { defaultSans, ensureCertificates, loadGeneratedCertificates, needsRenewal, type GenerateOptions } from '../../src/certs/local-ca';
 import type { TlsMaterial } from '../../src/certs/tls-material';
+import { runCli } from '../helpers/daemon';
 
 const DAY_MS = 86_400_000;
 const FILES = ['ca-key.pem', 'ca.pem', 'server-key.pem', 'server.pem'];
@@ -354,4 +355,19 @@ test('defaultSans: local names first, then extras, normalised and deduplicated',
   const sans = defaultSans(['LOCALHOST', '0:0::1', 'Echo.Example.Test.', '10.0.0.1']);
   const host = hostname().toLowerCase();
   assert.deepEqual(sans, [...new Set(['localhost', '127.0.0.1', '::1', host, 'echo.example.test', '10.0.0.1'])]);
+});
+
+test('cert-dir: one that can not be a directory is a clear ECHOD_CERT_IO error, never a hang', async (t) => {
+  // Under /proc, mkdir answers ENOENT although /proc exists: Node's recursive mkdirSync spins
+  // there forever, at full CPU. Run in a child, so a hang is a killed process, not a stuck suite.
+  if (statSync('/proc', { throwIfNoEntry: false })?.isDirectory() !== true) return t.skip('no /proc here');
+  const underProc = await runCli(['serve', '--workers', '0', '--listen', '127.0.0.1:0', '--cert-dir', '/proc/tls-echod-test/certs'], {}, 10_000);
+  assert.equal(underProc.code, 1, `exit ${String(underProc.code)} (null: killed after 10 s); stderr: ${underProc.stderr}`);
+  assert.match(underProc.stderr, /--cert-dir \/proc\/tls-echod-test\/certs: can't create or protect the directory: .*ENOENT/);
+
+  const file = join(tempDir(t), 'a-file');
+  writeFileSync(file, 'not a directory');
+  const onFile = await runCli(['cert', 'generate', '--cert-dir', file], {}, 10_000);
+  assert.equal(onFile.code, 1, onFile.stderr);
+  assert.match(onFile.stderr, /can't create or protect the directory: not a directory/);
 });
