@@ -6,7 +6,7 @@
 
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
 import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { CertError, EchodError, systemErrorCode } from '../errors';
 import { exportKey } from './tls-material';
 
@@ -97,7 +97,7 @@ export function prepareCertDir(certDir: string): void {
  * /proc/x), so a bad --cert-dir hung the daemon instead of failing. An existing entry is left
  * to the caller to check.
  */
-function makeDirectories(dir: string, mode: number): void {
+export function makeDirectories(dir: string, mode: number): void {
   try {
     mkdirSync(dir, { mode });
     return;
@@ -136,7 +136,41 @@ export function writePair(certDir: string, kind: PairKind, pair: Pair): void {
  * a temp file in the same directory (rename is atomic only within a filesystem), created with its
  * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
  */
-function writeFileAtomic(certDir: string, name: string, data: string, mode: number): void {
+/**
+ * A client certificate and its key as `<prefix>.pem` (0644) and `<prefix>-key.pem` (0600), the key
+ * first, each atomically; the folder is made (0700) if missing. Refuses to replace either file
+ * unless `force`. Returns the two paths.
+ */
+export function writeClientPair(prefix: string, pair: Pair, force: boolean): { certFile: string; keyFile: string } {
+  const dir = dirname(prefix);
+  const certFile = `${prefix}.pem`;
+  const keyFile = `${prefix}-key.pem`;
+  const problem = (what: string, err: unknown): EchodError => ioError(`--out ${prefix}`, what, err, 'choose another --out');
+  try {
+    makeDirectories(dir, DIR_MODE);
+  } catch (err) {
+    throw problem(`can't create ${dir}`, err);
+  }
+  if (!force) {
+    for (const file of [certFile, keyFile]) {
+      if (statSync(file, { throwIfNoEntry: false }) !== undefined) {
+        throw new EchodError('ECHOD_CERT_IO', `${file} exists (pass --force to replace it, or choose another name or --out)`);
+      }
+    }
+  }
+  writeFileAtomic(dir, basename(keyFile), pair.keyPem, KEY_MODE, problem);
+  writeFileAtomic(dir, basename(certFile), pair.certPem, CERT_MODE, problem);
+  syncDir(dir);
+  return { certFile, keyFile };
+}
+
+function writeFileAtomic(
+  certDir: string,
+  name: string,
+  data: string,
+  mode: number,
+  problem: (what: string, err: unknown) => EchodError = (what, err) => certDirError(certDir, what, err),
+): void {
   const tmp = join(certDir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   let fd: number | undefined;
   try {
@@ -149,7 +183,7 @@ function writeFileAtomic(certDir: string, name: string, data: string, mode: numb
   } catch (err) {
     if (fd !== undefined) closeSync(fd);
     rmSync(tmp, { force: true });
-    throw certDirError(certDir, `can't write ${name}`, err);
+    throw problem(`can't write ${name}`, err);
   }
 }
 
@@ -167,10 +201,12 @@ export function syncDir(certDir: string): void {
 }
 
 function certDirError(certDir: string, what: string, err: unknown): EchodError {
+  return ioError(`--cert-dir ${certDir}`, what, err, 'choose another --cert-dir');
+}
+
+function ioError(subject: string, what: string, err: unknown, orElse: string): EchodError {
   const why = systemErrorCode(err) === 'EACCES' ? 'permission denied' : (err as Error).message;
-  return new EchodError(
-    'ECHOD_CERT_IO',
-    `--cert-dir ${certDir}: ${what}: ${why} (make it writable by the user the daemon runs as, or choose another --cert-dir)`,
-    { cause: err },
-  );
+  return new EchodError('ECHOD_CERT_IO', `${subject}: ${what}: ${why} (make it writable by the user the daemon runs as, or ${orElse})`, {
+    cause: err,
+  });
 }

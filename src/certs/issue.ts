@@ -1,5 +1,5 @@
-// Issuing the local CA and its leaf: a new key, and a certificate built and signed by x509.ts
-// with the extensions each one needs. Loaded by local-ca.ts only when it must issue, so that a
+// Issuing from the local CA: a new key, and a certificate built and signed by x509.ts with the
+// extensions each kind needs (the CA, the server leaf, a client certificate). Loaded by local-ca.ts only when it must issue, so that a
 // daemon reusing its certificates never loads node-forge.
 
 import { X509Certificate, generateKeyPair, type KeyObject } from 'node:crypto';
@@ -82,4 +82,26 @@ export async function createLeaf(ca: Pair, names: readonly string[], keyType: Ke
 function pairOf(der: Buffer, key: KeyObject): Pair {
   const cert = new X509Certificate(der);
   return { cert, key, certPem: cert.toString(), keyPem: exportKey(key) };
+}
+
+/** A new client certificate for `name` (CN only, no SANs), signed by `ca`: EKU clientAuth and nothing else. */
+export async function createClientCertificate(ca: Pair, name: string, keyType: KeyType, validity: Validity): Promise<Pair> {
+  const key = await generateKey(keyType);
+  const spki = spkiOf(key);
+  const der = signCertificate({
+    issuer: subjectNameOf(ca.cert),
+    subject: distinguishedName(name),
+    validity,
+    spki,
+    signer: ca.key,
+    extensions: [
+      basicConstraintsExtension({ ca: false }),
+      // A TLS client signs (CertificateVerify) with any key type: no keyEncipherment.
+      keyUsageExtension(KEY_USAGE.digitalSignature),
+      extKeyUsageExtension([OID.clientAuth]),
+      subjectKeyIdentifierExtension(keyIdentifier(spki)),
+      authorityKeyIdentifierExtension(keyIdentifier(spkiOf(ca.cert.publicKey))),
+    ],
+  });
+  return pairOf(der, key);
 }

@@ -176,7 +176,8 @@ function caValidity(now: Date): Validity {
   return { notBefore, notAfter };
 }
 
-function leafValidity(now: Date, certDays: number): Validity {
+/** `certDays` days from a little before `now` (see backdated): what a new leaf or client certificate gets. */
+export function leafValidity(now: Date, certDays: number): Validity {
   const notBefore = backdated(now);
   return { notBefore, notAfter: new Date(notBefore.getTime() + certDays * DAY_MS) };
 }

@@ -1,4 +1,4 @@
-// `tls-echod cert generate` and `tls-echod cert show`.
+// `tls-echod cert generate`, `cert show` and `cert client`.
 
 import type { Command } from 'commander';
 import path from 'node:path';
@@ -6,7 +6,8 @@ import { loadGivenCertificates } from '../certs/given-files';
 import type { CertInfo } from '../certs/inspect';
 import { ensureCertificates, loadGeneratedCertificates } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
-import { loadConfig } from '../config/config';
+import { formatHostPort, loadConfig, type Config } from '../config/config';
+import { ConfigError } from '../errors';
 import { addConfigOptions, configSources } from './options';
 
 const CERT_OPTIONS = ['cert', 'key', 'chain', 'cert-dir', 'san', 'key-type', 'cert-days'];
@@ -31,6 +32,53 @@ export function register(program: Command): void {
         force: force === true,
       });
       print(material, json === true, `${action} (${path.resolve(config.certDir)})`);
+    });
+
+  addConfigOptions(
+    cert
+      .command('client')
+      .description('issue a client certificate and key from the local CA in --cert-dir (CN=<name>, for mutual TLS)')
+      .argument('<name>', "the certificate's CN, and its file name: letters, digits, '.', '_', '-'"),
+    ['cert-dir', 'key-type', 'listen'],
+  )
+    .option('--days <n>', 'lifetime in days [default: 30]')
+    .option('--out <prefix>', 'write <prefix>.pem and <prefix>-key.pem [default: <cert-dir>/clients/<name>]')
+    .option('--force', 'replace existing files')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts: Record<string, unknown>) => {
+      const { days, out, force, json, ...rest } = opts;
+      const config = loadConfig(configSources(rest));
+      const dayCount = days === undefined ? undefined : Number(days);
+      if (dayCount !== undefined && !Number.isInteger(dayCount)) throw new ConfigError([`--days ${JSON.stringify(days)}: must be a whole number of days`]);
+      // Issuing loads the certificate builder (node-forge): only when this command runs.
+      const { issueClientCertificate } = await import('../certs/client-cert');
+      const issued = await issueClientCertificate({
+        certDir: config.certDir,
+        name,
+        keyType: config.keyType,
+        days: dayCount,
+        out: out as string | undefined,
+        force: force === true,
+      });
+      const { info } = issued;
+      if (json === true) {
+        const { certFile, keyFile, caFile } = issued;
+        process.stdout.write(JSON.stringify({ certFile, keyFile, caFile, subject: info.subject, serial: info.serial, fingerprint256: info.fingerprint256, notAfter: info.notAfter }, null, 2) + '\n');
+        return;
+      }
+      process.stdout.write(
+        [
+          `client certificate: ${info.subject}, issued by ${info.issuer}`,
+          `  certificate:  ${issued.certFile}`,
+          `  key:          ${issued.keyFile}`,
+          `  serial:       ${info.serial}`,
+          `  sha256:       ${info.fingerprint256}`,
+          `  not after:    ${info.notAfter.toISOString()}`,
+          '',
+          `Use it (a server that asks for a client certificate must trust ${issued.caFile}):`,
+          ...clientUsage(config, issued.caFile, issued.certFile, issued.keyFile).map((line) => `  ${line}`),
+        ].join('\n') + '\n',
+      );
     });
 
   addConfigOptions(cert.command('show').description('print subject, SANs, expiry, fingerprints and SPKI pin of the served certificate'), CERT_OPTIONS)
@@ -68,4 +116,23 @@ function describe(label: string, info: CertInfo): string[] {
     `  sha256:       ${info.fingerprint256}`,
     `  spki pin:     sha256//${info.spkiPin}`,
   ];
+}
+
+/** Copy-paste lines that connect to the daemon at --listen with the client certificate. */
+function clientUsage(config: Config, caFile: string, certFile: string, keyFile: string): string[] {
+  const { host: listenHost, port } = config.listen;
+  const host = listenHost === '0.0.0.0' || listenHost === '::' ? '127.0.0.1' : listenHost;
+  const [ca, cert, key] = [caFile, certFile, keyFile].map(shellQuote);
+  const py = (p: string): string => JSON.stringify(p).replace(/'/g, "'\\''");
+  return [
+    `openssl s_client -connect ${formatHostPort(host, port)} -CAfile ${ca} -cert ${cert} -key ${key} -verify_return_error -quiet`,
+    `ncat --ssl --ssl-verify --ssl-trustfile ${ca} --ssl-cert ${cert} --ssl-key ${key} ${host} ${port}`,
+    `python3 -c 'import socket, ssl; c = ssl.create_default_context(cafile=${py(caFile)}); c.load_cert_chain(${py(certFile)}, ${py(keyFile)}); ` +
+      `s = c.wrap_socket(socket.create_connection((${py(host)}, ${port})), server_hostname=${py(host)}); s.sendall(b"hello\\n"); print(s.recv(64))'`,
+  ];
+}
+
+/** `text` as one shell word: as is when it holds only safe characters, else single-quoted. */
+function shellQuote(text: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
 }
