@@ -34,17 +34,22 @@ function issueInChild(request: IssueRequest): Promise<EnsureAction> {
   return new Promise((resolve, reject) => {
     const child = fork(__filename, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], serialization: 'json' });
     let reply: IssueReply | undefined;
+    let settled = false;
     const timer = setTimeout(() => child.kill('SIGKILL'), ISSUE_TIMEOUT_MS);
-    child.on('message', (message: IssueReply) => {
-      reply ??= message;
-    });
-    child.on('error', () => undefined); // 'exit' follows (or 'close' without a process): reported there
-    child.on('close', (code, signal) => {
+    // Settles once: 'close' normally, 'error' when the process could not be started at all.
+    const settle = (ended: string): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       if (reply?.t === 'done') resolve(reply.action);
       else if (reply?.t === 'failed') reject(new EchodError(reply.code, reply.message));
-      else reject(new CertError(`issuing certificates in --cert-dir ${request.certDir} failed: the issuing process ended (${signal ?? `exit code ${code}`}) without an answer`));
+      else reject(new CertError(`issuing certificates in --cert-dir ${request.certDir} failed: the issuing process ${ended} without an answer`));
+    };
+    child.on('message', (message: IssueReply) => {
+      reply ??= message;
     });
+    child.on('error', (err) => settle(`failed (${err.message})`));
+    child.on('close', (code, signal) => settle(`ended (${signal ?? `exit code ${code}`})`));
     child.send(request);
   });
 }
