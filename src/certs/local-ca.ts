@@ -63,10 +63,10 @@ export function defaultSans(extra: readonly string[]): string[] {
 export async function ensureCertificates(opts: GenerateOptions): Promise<{ material: TlsMaterial; action: EnsureAction }> {
   const now = opts.now ?? new Date();
   const names = defaultSans(opts.sans);
-  const reused = reusableCertificates(opts, now);
-  if (reused !== undefined) return { material: reused, action: 'reused' };
+  const kept = keepable(opts, now);
+  if (kept.ca !== undefined && kept.leaf !== undefined) return { material: reuse(opts.certDir, kept.ca, kept.leaf), action: 'reused' };
 
-  let ca = opts.force ? undefined : usableCa(readGeneratedPair(opts.certDir, 'ca'), now);
+  let ca = kept.ca;
   // The certificate builder (node-forge) is loaded only to issue; the daemon issues in a child
   // process (issuer-process.ts), so that it never holds it (docs/architecture.md).
   const { createCa, createLeaf } = await import('./issue');
@@ -90,14 +90,8 @@ export async function ensureCertificates(opts: GenerateOptions): Promise<{ mater
  * Creates the directory if needed and tightens the key files' modes; never issues.
  */
 export function reusableCertificates(opts: GenerateOptions, now: Date = opts.now ?? new Date()): TlsMaterial | undefined {
-  prepareCertDir(opts.certDir);
-  if (opts.force) return undefined;
-  const ca = usableCa(readGeneratedPair(opts.certDir, 'ca'), now);
-  if (ca === undefined) return undefined;
-  const leaf = reusableLeaf(readGeneratedPair(opts.certDir, 'leaf'), ca, defaultSans(opts.sans), opts.keyType, now);
-  if (leaf === undefined) return undefined;
-  tightenKeyModes(opts.certDir);
-  return generatedMaterial(ca, leaf);
+  const { ca, leaf } = keepable(opts, now);
+  return ca !== undefined && leaf !== undefined ? reuse(opts.certDir, ca, leaf) : undefined;
 }
 
 /** Reads the CA and leaf in --cert-dir without generating anything (for `cert show`); CertError if missing or broken. */
@@ -120,6 +114,24 @@ export function needsRenewal(leaf: CertInfo, now: Date = new Date()): boolean {
 
 // ---------------------------------------------------------------------------------------------
 // Deciding what in --cert-dir can be kept
+
+/**
+ * What in --cert-dir can be kept as it is (nothing with opts.force): the CA if it is usable, and
+ * the leaf if that CA issued it and it can serve. Creates the directory if needed.
+ */
+function keepable(opts: GenerateOptions, now: Date): { ca: Pair | undefined; leaf: Pair | undefined } {
+  prepareCertDir(opts.certDir);
+  if (opts.force) return { ca: undefined, leaf: undefined };
+  const ca = usableCa(readGeneratedPair(opts.certDir, 'ca'), now);
+  const leaf = ca && reusableLeaf(readGeneratedPair(opts.certDir, 'leaf'), ca, defaultSans(opts.sans), opts.keyType, now);
+  return { ca, leaf };
+}
+
+/** Serves a kept CA and leaf as they are; key files copied in by hand get their mode tightened. */
+function reuse(certDir: string, ca: Pair, leaf: Pair): TlsMaterial {
+  tightenKeyModes(certDir);
+  return generatedMaterial(ca, leaf);
+}
 
 function usableCa(read: PairRead, now: Date): Pair | undefined {
   if (read.pair === undefined) return undefined;
