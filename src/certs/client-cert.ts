@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import type { KeyType } from '../config/config';
 import { ConfigError } from '../errors';
 import { requireGeneratedPair, writeClientPair } from './cert-dir';
-import { createClientCertificate } from './issue';
 import { describeX509, type CertInfo } from './inspect';
 import { leafValidity } from './local-ca';
 
@@ -56,6 +55,8 @@ export async function issueClientCertificate(opts: ClientCertOptions): Promise<I
   const problems = clientCertProblems(opts.name, days);
   if (problems.length > 0) throw new ConfigError(problems);
   const ca = requireGeneratedPair(opts.certDir, 'ca');
+  // The certificate builder (node-forge) is loaded only to issue, as in local-ca.ts.
+  const { createClientCertificate } = await import('./issue');
   const pair = await createClientCertificate(ca, opts.name, opts.keyType, leafValidity(opts.now ?? new Date(), days));
   const files = writeClientPair(opts.out ?? join(opts.certDir, 'clients', opts.name), pair, opts.force === true);
   return { ...files, caFile: join(opts.certDir, 'ca.pem'), info: describeX509(pair.cert) };

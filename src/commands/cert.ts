@@ -6,8 +6,8 @@ import { loadGivenCertificates } from '../certs/given-files';
 import type { CertInfo } from '../certs/inspect';
 import { ensureCertificates, loadGeneratedCertificates } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
-import { formatHostPort, loadConfig, type Config } from '../config/config';
-import { ConfigError } from '../errors';
+import { CLIENT_CERT_DAYS, issueClientCertificate } from '../certs/client-cert';
+import { formatHostPort, loadConfig, reachableHost, type Config } from '../config/config';
 import { addConfigOptions, configSources } from './options';
 
 const CERT_OPTIONS = ['cert', 'key', 'chain', 'cert-dir', 'san', 'key-type', 'cert-days'];
@@ -41,22 +41,18 @@ export function register(program: Command): void {
       .argument('<name>', "the certificate's CN, and its file name: letters, digits, '.', '_', '-'"),
     ['cert-dir', 'key-type', 'listen'],
   )
-    .option('--days <n>', 'lifetime in days [default: 30]')
+    .option('--days <n>', `lifetime in days [default: ${CLIENT_CERT_DAYS.default}]`)
     .option('--out <prefix>', 'write <prefix>.pem and <prefix>-key.pem [default: <cert-dir>/clients/<name>]')
     .option('--force', 'replace existing files')
     .option('--json', 'print JSON')
     .action(async (name: string, opts: Record<string, unknown>) => {
       const { days, out, force, json, ...rest } = opts;
       const config = loadConfig(configSources(rest));
-      const dayCount = days === undefined ? undefined : Number(days);
-      if (dayCount !== undefined && !Number.isInteger(dayCount)) throw new ConfigError([`--days ${JSON.stringify(days)}: must be a whole number of days`]);
-      // Issuing loads the certificate builder (node-forge): only when this command runs.
-      const { issueClientCertificate } = await import('../certs/client-cert');
       const issued = await issueClientCertificate({
         certDir: config.certDir,
         name,
         keyType: config.keyType,
-        days: dayCount,
+        days: days === undefined ? undefined : Number(days),
         out: out as string | undefined,
         force: force === true,
       });
@@ -120,8 +116,8 @@ function describe(label: string, info: CertInfo): string[] {
 
 /** Copy-paste lines that connect to the daemon at --listen with the client certificate. */
 function clientUsage(config: Config, caFile: string, certFile: string, keyFile: string): string[] {
-  const { host: listenHost, port } = config.listen;
-  const host = listenHost === '0.0.0.0' || listenHost === '::' ? '127.0.0.1' : listenHost;
+  const { port } = config.listen;
+  const host = reachableHost(config.listen.host);
   const [ca, cert, key] = [caFile, certFile, keyFile].map(shellQuote);
   const py = (p: string): string => JSON.stringify(p).replace(/'/g, "'\\''");
   return [

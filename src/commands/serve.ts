@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import path from 'node:path';
-import { formatHostPort, loadConfig, type Config } from '../config/config';
+import { formatHostPort, loadConfig, reachableHost, type Config } from '../config/config';
 import { createLogger, type Logger } from '../ops/logger';
 import { Supervisor } from '../daemon/supervisor';
 import { takeListenFds } from '../ops/systemd';
@@ -58,7 +58,7 @@ async function runServe(opts: Record<string, unknown>): Promise<void> {
 function announce(config: Config, supervisor: Supervisor, logger: Logger, socketActivated: boolean): void {
   const material = supervisor.tls;
   const address = supervisor.addresses[0];
-  const target = address ? formatHostPort(address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host, address.port) : '';
+  const target = address ? formatHostPort(reachableHost(address.host), address.port) : '';
   const caFile = material.source === 'generated' ? path.join(config.certDir, 'ca.pem') : config.chainFile ?? config.certFile;
   logger.info('listening', {
     addresses: supervisor.addresses.map((a) => formatHostPort(a.host, a.port)),

@@ -310,3 +310,8 @@ function editDistance(a: string, b: string): number {
 export function formatHostPort(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** The host a client on this machine connects to for a listener on `host`: a wildcard address means loopback. */
+export function reachableHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}
