@@ -97,8 +97,10 @@ export class ServerProcess {
     // The bin runs through its shebang (`env node`), as an installed tls-echod does; node flags
     // can only reach it through NODE_OPTIONS, and env must find this same node first on PATH.
     const viaBin = o.kind === 'workers-0-bin';
+    // NODE_OPTIONS the benchmark itself was given reaches both launchers alike.
+    const nodeOptions = [process.env.NODE_OPTIONS ?? '', ...nodeArgs].join(' ').trim();
     const env = viaBin
-      ? { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`, NODE_OPTIONS: nodeArgs.join(' ') }
+      ? { ...process.env, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH ?? ''}`, NODE_OPTIONS: nodeOptions }
       : process.env;
     const stamp = `${o.kind}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
     // stdout goes to a file, as journald or a log file would take it: no pipe for this process to drain.
