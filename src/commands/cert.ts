@@ -6,7 +6,7 @@ import { loadGivenCertificates } from '../certs/given-files';
 import type { CertInfo } from '../certs/inspect';
 import { ensureCertificates, loadGeneratedCertificates } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
-import { CLIENT_CERT_DAYS, issueClientCertificate } from '../certs/client-cert';
+import { CLIENT_CERT_DAYS, issueClientCertificate } from '../mtls/client-cert';
 import { formatHostPort, loadConfig, reachableHost, type Config } from '../config/config';
 import { addConfigOptions, configSources } from './options';
 

@@ -5,9 +5,9 @@
 import { join } from 'node:path';
 import type { KeyType } from '../config/config';
 import { ConfigError } from '../errors';
-import { requireGeneratedPair, writeClientPair } from './cert-dir';
-import { describeX509, type CertInfo } from './inspect';
-import { leafValidity } from './local-ca';
+import { requireGeneratedPair, writeClientPair } from '../certs/cert-dir';
+import { describeX509, type CertInfo } from '../certs/inspect';
+import { leafValidity } from '../certs/local-ca';
 
 /** Default and bounds of `--days` for a client certificate. */
 export const CLIENT_CERT_DAYS = { default: 30, min: 1, max: 3650 } as const;
@@ -56,7 +56,7 @@ export async function issueClientCertificate(opts: ClientCertOptions): Promise<I
   if (problems.length > 0) throw new ConfigError(problems);
   const ca = requireGeneratedPair(opts.certDir, 'ca');
   // The certificate builder (node-forge) is loaded only to issue, as in local-ca.ts.
-  const { createClientCertificate } = await import('./issue');
+  const { createClientCertificate } = await import('../certs/issue');
   const pair = await createClientCertificate(ca, opts.name, opts.keyType, leafValidity(opts.now ?? new Date(), days));
   const files = writeClientPair(opts.out ?? join(opts.certDir, 'clients', opts.name), pair, opts.force === true);
   return { ...files, caFile: join(opts.certDir, 'ca.pem'), info: describeX509(pair.cert) };
