@@ -5,6 +5,16 @@ export const CHECK_DEFAULTS = Object.freeze({ bytes: 4096, timeoutMs: 10_000 });
 
 export type TlsVersionPin = '1.2' | '1.3';
 
+/** A client certificate to present to a server that asks for one (mutual TLS), as read from --cert and --key. */
+export interface ClientCertificate {
+  /** PEM certificate, optionally followed by its intermediates (all are sent). */
+  readonly cert: string;
+  /** PEM private key of `cert`, unencrypted. */
+  readonly key: string;
+  /** How reports name it: `CN=alice`, or the whole subject when it has no CN. */
+  readonly name: string;
+}
+
 export interface CheckOptions {
   readonly host: string;
   readonly port: number;
@@ -26,4 +36,6 @@ export interface CheckOptions {
   readonly tls?: TlsVersionPin | undefined;
   /** ALPN protocols to offer, in order; default none. */
   readonly alpn?: readonly string[] | undefined;
+  /** Present this certificate if the server asks for one; default none. */
+  readonly clientCert?: ClientCertificate | undefined;
 }

@@ -1,6 +1,10 @@
 // The `tls-echod check` report for a terminal: one `label  value` line per fact, and the verdict.
 
 import type { CheckResult } from './check';
+import { describeClientCertState } from './client-cert-refusal';
+
+/** Labels are padded to this width, then a space: two spaces after the longest, `client cert`. */
+const LABEL_WIDTH = 'client cert'.length + 1;
 
 export interface FormatCheckOptions {
   /** Include the final `ok` / `FAILED: ...` line (default true). */
@@ -13,7 +17,7 @@ export interface FormatCheckOptions {
 export function formatCheckResult(r: CheckResult, options: FormatCheckOptions = {}): string {
   const lines: string[] = [];
   const row = (label: string, value: string): void => {
-    lines.push(`${label.padEnd(10)} ${value}`);
+    lines.push(`${label.padEnd(LABEL_WIDTH)} ${value}`);
   };
   row('target', `${r.target} (servername ${r.servername ?? 'none'})`);
   if (r.tlsVersion !== null) row('tls', `${r.tlsVersion}, ${r.cipher ?? '?'}, alpn ${r.alpn ?? 'none'}`);
@@ -25,6 +29,7 @@ export function formatCheckResult(r: CheckResult, options: FormatCheckOptions = 
     row('sha256', r.peer.fingerprint256);
   }
   if (r.tlsVersion !== null) row('verified', r.verified ? 'yes' : `no (${r.verifyError ?? 'unknown'})`);
+  if (r.clientCert !== null) row('client cert', describeClientCertState(r.clientCert));
   const timing: string[] = [];
   if (r.connectMs !== null) timing.push(`connect ${r.connectMs.toFixed(2)} ms`);
   if (r.handshakeMs !== null) timing.push(`handshake ${r.handshakeMs.toFixed(2)} ms`);

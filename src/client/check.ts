@@ -5,7 +5,8 @@
 //
 // One concept: running the check and saying what it found. The failure messages below belong to
 // it: they read the run's stage and options, and no other code uses them. The peer certificate's
-// description is in peer-certificate.ts, the report for a terminal in check-report.ts.
+// description is in peer-certificate.ts, the client certificate's fate (mutual TLS) in
+// client-cert-refusal.ts, the report for a terminal in check-report.ts.
 
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
@@ -14,6 +15,7 @@ import * as tls from 'node:tls';
 import { formatHostPort } from '../config/config';
 import { systemErrorCode, type ErrorCode } from '../errors';
 import { CHECK_DEFAULTS, type CheckOptions } from './check-options';
+import { refusalByAlert, refusalByClose, serverRequestedCertificate, type ClientCertState } from './client-cert-refusal';
 import { describeCertificate, type PeerCertificateInfo } from './peer-certificate';
 
 /** Stable failure kinds, finer than `code`; callers branch on these, never on `error` text. */
@@ -32,6 +34,7 @@ export type CheckFailureReason =
   | 'expired'
   | 'not-yet-valid'
   | 'name-mismatch'
+  | 'client-cert'
   | 'mismatch'
   | 'extra-bytes';
 
@@ -57,6 +60,8 @@ export interface CheckResult {
   /** Why verification failed (an OpenSSL or Node code), null when verified or not reached. */
   readonly verifyError: string | null;
   readonly peer: PeerCertificateInfo | null;
+  /** Whether the server asked for a client certificate and which was sent; null when the handshake did not get far enough to tell. */
+  readonly clientCert: ClientCertState | null;
   /** TCP connect, including DNS (ms). */
   readonly connectMs: number | null;
   /** TLS handshake after TCP connect (ms). */
@@ -126,6 +131,7 @@ class CheckRun {
       verified: false,
       verifyError: null,
       peer: null,
+      clientCert: null,
       connectMs: null,
       handshakeMs: null,
       roundTripMs: null,
@@ -144,6 +150,9 @@ class CheckRun {
     this.deadline = setTimeout(this.onDeadline, this.timeoutMs);
     // rejectUnauthorized is off so that a certificate that fails verification can still be
     // described; the check fails right after the handshake, before any payload is sent.
+    // No `session` is given, so every check is a full handshake: a resumed one would carry no
+    // CertificateRequest, and the client certificate line would read `not requested`.
+    const clientCert = opts.clientCert;
     const socket = tls.connect({
       host: opts.host,
       port: opts.port,
@@ -152,10 +161,12 @@ class CheckRun {
       rejectUnauthorized: false,
       ...(version === undefined ? {} : { minVersion: version, maxVersion: version }),
       ...(opts.alpn !== undefined && opts.alpn.length > 0 ? { ALPNProtocols: [...opts.alpn] } : {}),
+      ...(clientCert === undefined ? {} : { cert: clientCert.cert, key: clientCert.key }),
     });
     this.socket = socket;
     socket.setNoDelay(true);
     socket.on('connect', this.socketOnConnect);
+    socket.on('keylog', this.socketOnKeylog);
     socket.on('secureConnect', this.socketOnSecureConnect);
     socket.on('data', this.socketOnData);
     socket.on('error', this.socketOnError);
@@ -168,8 +179,17 @@ class CheckRun {
     this.stage = 'handshake';
   };
 
+  // A TLS 1.2 server that refuses our certificate closes before 'secureConnect', and by the
+  // 'error' that follows the TLS state is gone. The handshake's key log line is written after
+  // the CertificateRequest has been read, so it is the last moment to look. The line (a secret)
+  // is not kept.
+  private readonly socketOnKeylog = (): void => {
+    this.noteCertificateRequest();
+  };
+
   private readonly socketOnSecureConnect = (): void => {
     const socket = this.socket!;
+    this.noteCertificateRequest();
     const now = performance.now();
     if (this.connectedAt === 0) this.connectedAt = now;
     this.result.handshakeMs = round3(now - this.connectedAt);
@@ -239,12 +259,24 @@ class CheckRun {
 
   private readonly socketOnError = (err: Error): void => {
     if (this.finished) return;
+    this.noteCertificateRequest();
+    const code = systemErrorCode(err) ?? 'UNKNOWN';
+    const refusal = this.clientCertRefusal(code);
+    if (refusal !== undefined) {
+      this.fail({ code: 'ECHOD_CHECK_FAILED', reason: 'client-cert', error: refusal, cause: code });
+      return;
+    }
     this.fail(networkFailure(err, this.stage, this.opts, this.result.target, this.received, this.payload.length));
   };
 
   private readonly socketOnClose = (): void => {
     if (this.finished) {
       this.settle();
+      return;
+    }
+    const refusal = this.clientCertRefusal(null);
+    if (refusal !== undefined) {
+      this.fail({ code: 'ECHOD_CHECK_FAILED', reason: 'client-cert', error: refusal });
       return;
     }
     const what =
@@ -263,6 +295,31 @@ class CheckRun {
         : `no ${this.stage === 'connect' ? 'TCP connection' : 'TLS handshake'} within ${this.timeoutMs} ms to ${this.result.target}: check the address and firewalls, or raise --timeout`;
     this.fail({ code: 'ECHOD_CHECK_FAILED', reason: 'timeout', error, cause: 'ETIMEDOUT' });
   };
+
+  /** Records whether the server asked for a client certificate, while the socket can still tell. */
+  private noteCertificateRequest(): void {
+    const requested = serverRequestedCertificate(this.socket!);
+    // Once asked stays asked: later reads may find the TLS state gone.
+    if (requested === undefined || this.result.clientCert?.requested === true) return;
+    this.result.clientCert = { requested, sent: requested ? (this.opts.clientCert?.name ?? null) : null };
+  }
+
+  /**
+   * What a failure means for the client certificate: a server's alert about it (`code`), or,
+   * when the server asked for one, a reset or close (`code` null) before anything was echoed.
+   * Undefined when the failure says nothing about it.
+   */
+  private clientCertRefusal(code: string | null): string | undefined {
+    const state = this.result.clientCert;
+    const sent = state?.sent ?? null;
+    if (code !== null) {
+      const byAlert = refusalByAlert(code, state?.requested, sent);
+      if (byAlert !== undefined) return byAlert;
+    }
+    const closed = code === null || code === 'ECONNRESET' || code === 'EPIPE';
+    if (!closed || state?.requested !== true || this.received > 0 || this.stage === 'connect') return undefined;
+    return refusalByClose(this.stage === 'echo', sent);
+  }
 
   private succeed(): void {
     this.result.ok = true;

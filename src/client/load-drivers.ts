@@ -6,6 +6,7 @@ import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type * as tls from 'node:tls';
 import { systemErrorCode } from '../errors';
+import { refusalByAlert, serverRequestedCertificate } from './client-cert-refusal';
 import type { ResolvedLoadOptions } from './load-options';
 
 /** After a failed connection, wait this long before the next attempt so a dead server isn't spun on (ms). */
@@ -87,7 +88,7 @@ export abstract class PersistentWorker implements LoadWorker {
     socket.on('data', (chunk: Buffer) => {
       if (socket === this.socket) this.onData(chunk);
     });
-    socket.on('error', (err: Error) => this.fail(socket, errorKind(err), err.message));
+    socket.on('error', (err: Error) => this.fail(socket, errorKind(err), errorMessage(socket, err, this.run.opts)));
     socket.on('close', () => this.fail(socket, 'CLOSED', 'the server closed the connection'));
   };
 
@@ -432,6 +433,15 @@ export class IdleWorker extends PersistentWorker {
 
 export function errorKind(err: unknown): string {
   return systemErrorCode(err) ?? 'ERROR';
+}
+
+/** The error's message; for a server's alert about the client certificate, what it likely means. */
+function errorMessage(socket: tls.TLSSocket, err: Error, opts: ResolvedLoadOptions): string {
+  const code = systemErrorCode(err);
+  if (code === undefined || !code.startsWith('ERR_SSL_')) return err.message;
+  const requested = serverRequestedCertificate(socket);
+  const sent = requested === false ? null : (opts.clientCert?.name ?? null);
+  return refusalByAlert(code, requested, sent) ?? err.message;
 }
 
 /** Offset in `expected` of the first byte of `chunk` (placed at `offset`) that differs, or the end of `expected`. */

@@ -41,6 +41,13 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       throw new ConfigError([`--ca: not a usable PEM CA certificate (${(err as Error).message}); give the CA that signed the server's certificate`]);
     }
   }
+  if (opts.clientCert !== undefined) {
+    try {
+      tls.createSecureContext({ cert: opts.clientCert.cert, key: opts.clientCert.key });
+    } catch (err) {
+      throw new ConfigError([`--cert/--key: not a usable PEM certificate and matching key (${(err as Error).message})`]);
+    }
+  }
   let readyReports = 0;
   let readyEstablished = 0;
   let readyFileError: string | undefined;

@@ -4,6 +4,7 @@
 
 import { isIP } from 'node:net';
 import { ConfigError } from '../errors';
+import type { ClientCertificate } from './check-options';
 
 export type LoadMode = 'handshake' | 'pingpong' | 'stream' | 'idle';
 export const LOAD_MODES: readonly LoadMode[] = ['handshake', 'pingpong', 'stream', 'idle'];
@@ -31,6 +32,8 @@ export interface LoadOptions {
   /** SNI (and name verified); default: host when it is a name, none for an IP. */
   readonly servername?: string | undefined;
   readonly tls?: '1.2' | '1.3' | undefined;
+  /** Present this certificate on every connection whose server asks for one (mutual TLS); default none. */
+  readonly clientCert?: ClientCertificate | undefined;
   /** Handshake mode: offer the last session ticket (resumption). Default false: full handshakes. */
   readonly resume?: boolean | undefined;
   /** Idle mode: new connections per second while opening (default 2000). */
@@ -88,6 +91,8 @@ export interface ResolvedLoadOptions {
   readonly insecure: boolean;
   readonly servername: string | undefined;
   readonly tls: '1.2' | '1.3' | undefined;
+  /** Sent to generator processes with the rest, so each reads nothing itself. */
+  readonly clientCert: ClientCertificate | undefined;
   readonly resume: boolean;
   readonly rampPerSec: number;
   readonly readyFile: string | undefined;
@@ -143,6 +148,7 @@ export function resolveLoadOptions(opts: LoadOptions): ResolvedLoadOptions {
     insecure: opts.insecure ?? ca === undefined,
     servername: opts.servername ?? (isIP(opts.host) ? undefined : opts.host),
     tls: opts.tls,
+    clientCert: opts.clientCert,
     resume: opts.resume ?? false,
     rampPerSec: opts.rampPerSec ?? LOAD_DEFAULTS.rampPerSec,
     readyFile: opts.readyFile,

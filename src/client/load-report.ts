@@ -17,7 +17,7 @@ export function formatLoadResult(r: LoadResult): string {
   const unit = OPS_UNIT[r.mode];
   const l = r.latencyMs;
   const lines = [
-    `${r.mode} ${r.target}: ${r.connections} connection(s) in ${r.processes} process(es), ${r.sizeBytes}-byte ${r.mode === 'stream' ? 'writes' : 'echoes'}, ${r.durationSec.toFixed(1)} s ${r.mode === 'idle' ? 'total' : 'measured'}`,
+    `${r.mode} ${r.target}: ${r.connections} connection(s) in ${r.processes} process(es), ${r.sizeBytes}-byte ${r.mode === 'stream' ? 'writes' : 'echoes'}, ${r.durationSec.toFixed(1)} s ${r.mode === 'idle' ? 'total' : 'measured'}${r.clientCert === null ? '' : `, client cert ${r.clientCert}`}`,
   ];
   if (r.mode === 'idle') {
     lines.push(`  established ${r.established ?? 0} of ${r.connections} (${r.opsPerSec.toFixed(0)} conns/s while opening), still echoing after the hold: ${r.stillAlive ?? 0}`);

@@ -22,6 +22,8 @@ export interface LoadResult {
   readonly connections: number;
   readonly processes: number;
   readonly sizeBytes: number;
+  /** The client certificate presented (`CN=alice`); null when none. */
+  readonly clientCert: string | null;
   /** Length of the measured window (s). Idle mode: the whole run. */
   readonly durationSec: number;
   /** Handshakes (handshake), messages (pingpong), chunks of sizeBytes (stream), connections established (idle). */
@@ -84,6 +86,7 @@ export function mergeResults(opts: ResolvedLoadOptions, results: readonly LocalR
     connections: opts.connections,
     processes: opts.processes,
     sizeBytes: opts.sizeBytes,
+    clientCert: opts.clientCert?.name ?? null,
     durationSec: Math.round(seconds * 1000) / 1000,
     ops,
     opsPerSec: round1(idle ? (rampMs > 0 ? established / (rampMs / 1000) : 0) : seconds > 0 ? ops / seconds : 0),

@@ -103,9 +103,11 @@ export class LocalRun implements DriverRun {
     // Stopped while resolving: stop() has already finished the run, so set nothing up.
     if (this.stopping) return;
     const version = opts.tls === undefined ? undefined : opts.tls === '1.2' ? 'TLSv1.2' : 'TLSv1.3';
-    // One context for every connection: tls.connect would otherwise build one (and parse the CA) each time.
+    // One context for every connection: tls.connect would otherwise build one (and parse the CA
+    // and the client certificate) each time.
     const secureContext = tls.createSecureContext({
       ...(opts.ca === undefined ? {} : { ca: opts.ca }),
+      ...(opts.clientCert === undefined ? {} : { cert: opts.clientCert.cert, key: opts.clientCert.key }),
       ...(version === undefined ? {} : { minVersion: version, maxVersion: version }),
     });
     this.connectOptions = {

@@ -6,8 +6,9 @@ import type { Command } from 'commander';
 import { ConfigError, EchodError } from '../errors';
 import { LOAD_DEFAULTS, LOAD_MODES, loadOptionProblems, MAX_CONNECTIONS, MAX_PROCESSES, MAX_SIZE_BYTES, type LoadMode, type LoadOptions } from '../client/load-options';
 import { parseServername, parseTarget, parseTlsPin, parseWhole, readCa } from './check';
+import { addClientCertOptions, readClientCert, type ClientCertFlags } from './client-cert-flags';
 
-interface BenchFlags {
+interface BenchFlags extends ClientCertFlags {
   mode?: string;
   connections?: string;
   duration?: string;
@@ -27,7 +28,7 @@ interface BenchFlags {
 
 export function register(program: Command): void {
   const d = LOAD_DEFAULTS;
-  program
+  const command = program
     .command('bench')
     .description('drive an echo server with TLS load, verify every echoed byte, report rates and latency (exit 1 on any error)')
     .argument('<host:port>', 'server to load, e.g. 127.0.0.1:4433')
@@ -39,7 +40,8 @@ export function register(program: Command): void {
     .option('--ca <pem>', 'verify the server against this PEM CA [default: no verification]')
     .option('--insecure', 'skip certificate verification (the default without --ca)')
     .option('--servername <name>', 'SNI and name verified [default: the host when it is a name; none for an IP]')
-    .option('--tls <version>', 'pin the TLS version: 1.2 or 1.3 [default: negotiate]')
+    .option('--tls <version>', 'pin the TLS version: 1.2 or 1.3 [default: negotiate]');
+  addClientCertOptions(command)
     .option('--resume', 'handshake mode: offer session resumption [default: full handshakes]')
     .option('--ramp <per-s>', `idle mode: new connections per second while opening [default: ${d.rampPerSec}]`)
     .option('--ready-file <path>', 'idle mode: write the established count here once all connections are open')
@@ -93,6 +95,8 @@ export function benchOptionsFromFlags(target: string, flags: BenchFlags): LoadOp
   const timeoutMs = parseWhole(flags.timeout, '--timeout', 1, 3_600_000, ' (ms)', problems);
   if (flags.readyFile !== undefined && flags.readyFile === '') problems.push('--ready-file: give a file path');
   const ca = readCa(flags.ca, problems);
+  // Read once here; generator processes get the PEM text with the rest of the options.
+  const clientCert = readClientCert(flags, problems);
   if (flags.ca !== undefined && flags.insecure === true) {
     problems.push('--ca and --insecure contradict each other: give --ca to verify the server, or --insecure (or neither) to skip verification');
   }
@@ -109,6 +113,7 @@ export function benchOptionsFromFlags(target: string, flags: BenchFlags): LoadOp
     insecure: ca === undefined,
     servername,
     tls,
+    clientCert,
     resume: flags.resume === true ? true : undefined,
     rampPerSec,
     readyFile: flags.readyFile,

@@ -1,6 +1,7 @@
 // `tls-echod check <host:port>`: one TLS session, one echo, verified and reported. Parses the
 // flags (every problem listed at once, exit 2) and calls runCheck; exit 1 when the check fails.
-// Also exports the flag parsers `bench` shares (target, --ca, --tls, --servername, numbers).
+// Also exports the flag parsers `bench` shares (target, --ca, --tls, --servername, numbers);
+// --cert and --key, which both present, are in client-cert-flags.ts.
 
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -8,12 +9,13 @@ import { isIP } from 'node:net';
 import { CHECK_DEFAULTS, type CheckOptions, type TlsVersionPin } from '../client/check-options';
 import { parseHostPort, type HostPort } from '../config/config';
 import { ConfigError, EchodError, systemErrorCode } from '../errors';
+import { addClientCertOptions, readClientCert, type ClientCertFlags } from './client-cert-flags';
 import { collect } from './options';
 
 /** Largest --bytes: the payload is held in memory. */
 const MAX_CHECK_BYTES = 256 * 1024 * 1024;
 
-interface CheckFlags {
+interface CheckFlags extends ClientCertFlags {
   ca?: string;
   insecure?: boolean;
   servername?: string;
@@ -25,7 +27,7 @@ interface CheckFlags {
 }
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('check')
     .description('connect over TLS, echo random bytes, verify every byte and report the session (exit 0 only if the echo matched)')
     .argument('<host:port>', 'server to check, e.g. 127.0.0.1:4433, localhost:4433 or [::1]:4433')
@@ -35,7 +37,8 @@ export function register(program: Command): void {
     .option('--bytes <n>', `random bytes to send and expect back; 0 = handshake only [default: ${CHECK_DEFAULTS.bytes}]`)
     .option('--timeout <ms>', `deadline for connect, handshake and echo together (ms) [default: ${CHECK_DEFAULTS.timeoutMs}]`)
     .option('--tls <version>', 'pin the TLS version: 1.2 or 1.3 [default: negotiate]')
-    .option('--alpn <protocol>', 'offer this ALPN protocol; repeat for more, in order [default: none]', collect)
+    .option('--alpn <protocol>', 'offer this ALPN protocol; repeat for more, in order [default: none]', collect);
+  addClientCertOptions(command)
     .option('--json', 'print one JSON object instead of text')
     .action(async (target: string, flags: CheckFlags) => {
       const options = checkOptionsFromFlags(target, flags);
@@ -62,6 +65,7 @@ export function checkOptionsFromFlags(target: string, flags: CheckFlags): CheckO
     if (p.length === 0 || Buffer.byteLength(p) > 255) problems.push(`--alpn: a protocol name is 1 to 255 bytes, got ${JSON.stringify(p)}`);
   }
   const ca = readCa(flags.ca, problems);
+  const clientCert = readClientCert(flags, problems);
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     host: address!.host,
@@ -74,6 +78,7 @@ export function checkOptionsFromFlags(target: string, flags: CheckFlags): CheckO
     timeoutMs,
     tls,
     alpn,
+    clientCert,
   };
 }
 
