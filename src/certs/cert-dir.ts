@@ -132,11 +132,6 @@ export function writePair(certDir: string, kind: PairKind, pair: Pair): void {
 }
 
 /**
- * Writes `name` in `certDir` so that it is either the old file or the whole new one, never part:
- * a temp file in the same directory (rename is atomic only within a filesystem), created with its
- * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
- */
-/**
  * A client certificate and its key as `<prefix>.pem` (0644) and `<prefix>-key.pem` (0600), the key
  * first, each atomically; the folder is made (0700) if missing. Refuses to replace either file
  * unless `force`. Returns the two paths.
@@ -164,6 +159,11 @@ export function writeClientPair(prefix: string, pair: Pair, force: boolean): { c
   return { certFile, keyFile };
 }
 
+/**
+ * Writes `name` in `certDir` so that it is either the old file or the whole new one, never part:
+ * a temp file in the same directory (rename is atomic only within a filesystem), created with its
+ * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
+ */
 function writeFileAtomic(
   certDir: string,
   name: string,
