@@ -69,7 +69,7 @@ export function readGeneratedPair(certDir: string, kind: PairKind): PairRead {
 }
 
 /** The file's text, or undefined when it does not exist; other failures are not ours to paper over. */
-function readCertDirFile(certDir: string, name: string): string | undefined {
+export function readCertDirFile(certDir: string, name: string): string | undefined {
   try {
     return readFileSync(join(certDir, name), 'utf8');
   } catch (err) {
@@ -129,6 +129,12 @@ export function writePair(certDir: string, kind: PairKind, pair: Pair): void {
   // next start detects and replaces.
   writeFileAtomic(certDir, PAIR_FILES[kind].key, pair.keyPem, KEY_MODE);
   writeFileAtomic(certDir, PAIR_FILES[kind].cert, pair.certPem, CERT_MODE);
+}
+
+/** Replaces `name` in certDir with `text`, mode 0644 (a public file: a certificate, a CRL), atomically and durably. */
+export function writePublicFile(certDir: string, name: string, text: string): void {
+  writeFileAtomic(certDir, name, text, CERT_MODE);
+  syncDir(certDir);
 }
 
 /**
