@@ -69,7 +69,7 @@ export function readGeneratedPair(certDir: string, kind: PairKind): PairRead {
 }
 
 /** The file's text, or undefined when it does not exist; other failures are not ours to paper over. */
-function readCertDirFile(certDir: string, name: string): string | undefined {
+export function readCertDirFile(certDir: string, name: string): string | undefined {
   try {
     return readFileSync(join(certDir, name), 'utf8');
   } catch (err) {
@@ -131,11 +131,12 @@ export function writePair(certDir: string, kind: PairKind, pair: Pair): void {
   writeFileAtomic(certDir, PAIR_FILES[kind].cert, pair.certPem, CERT_MODE);
 }
 
-/**
- * Writes `name` in `certDir` so that it is either the old file or the whole new one, never part:
- * a temp file in the same directory (rename is atomic only within a filesystem), created with its
- * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
- */
+/** Replaces `name` in certDir with `text`, mode 0644 (a public file: a certificate, a CRL), atomically and durably. */
+export function writePublicFile(certDir: string, name: string, text: string): void {
+  writeFileAtomic(certDir, name, text, CERT_MODE);
+  syncDir(certDir);
+}
+
 /**
  * A client certificate and its key as `<prefix>.pem` (0644) and `<prefix>-key.pem` (0600), the key
  * first, each atomically; the folder is made (0700) if missing. Refuses to replace either file
@@ -164,6 +165,11 @@ export function writeClientPair(prefix: string, pair: Pair, force: boolean): { c
   return { certFile, keyFile };
 }
 
+/**
+ * Writes `name` in `certDir` so that it is either the old file or the whole new one, never part:
+ * a temp file in the same directory (rename is atomic only within a filesystem), created with its
+ * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
+ */
 function writeFileAtomic(
   certDir: string,
   name: string,

@@ -63,13 +63,22 @@ export function signCertificate(spec: CertificateSpec): Buffer {
     parseDer(spec.spki),
     explicit(3, sequence([...spec.extensions])),
   ]);
-  const tbsDer = toDer(tbs);
+  return signed(tbs, algorithm, spec.signer);
+}
+
+/**
+ * Signs a to-be-signed structure (a TBSCertificate, a TBSCertList) with SHA-256 and returns the
+ * DER of SEQUENCE { tbs, algorithm, signature }. `algorithm` must be signatureAlgorithm(signer),
+ * the same one the tbs names inside.
+ */
+export function signed(tbs: Asn1, algorithm: Asn1, signer: KeyObject): Buffer {
   // ECDSA signatures come out DER-encoded (dsaEncoding defaults to 'der'), RSA ones PKCS#1 v1.5: both as X.509 wants.
-  const signature = sign('sha256', tbsDer, spec.signer);
+  const signature = sign('sha256', toDer(tbs), signer);
   return toDer(sequence([tbs, algorithm, bitString(signature)]));
 }
 
-function signatureAlgorithm(signer: KeyObject): Asn1 {
+/** The AlgorithmIdentifier for signing with SHA-256 by `signer` (ECDSA or RSA); CertError for another key type. */
+export function signatureAlgorithm(signer: KeyObject): Asn1 {
   switch (signer.asymmetricKeyType) {
     case 'ec':
       return sequence([oid(OID.ecdsaWithSha256)]); // RFC 5758: parameters absent, not NULL
@@ -87,7 +96,8 @@ function randomSerial(): Buffer {
   return serial;
 }
 
-function asn1Time(date: Date): Asn1 {
+/** A Time (RFC 5280 4.1.2.5): whole seconds, UTC. */
+export function asn1Time(date: Date): Asn1 {
   // RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050 on.
   return date.getUTCFullYear() < 2050
     ? forge.asn1.create(Class.UNIVERSAL, Type.UTCTIME, false, forge.asn1.dateToUtcTime(date))
@@ -155,7 +165,8 @@ export function authorityKeyIdentifierExtension(keyId: Buffer): Asn1 {
   return extension(OID.authorityKeyIdentifier, false, sequence([contextPrimitive(0, keyId)]));
 }
 
-function extension(id: string, critical: boolean, value: Asn1): Asn1 {
+/** An Extension: its OID, the critical flag when set (FALSE is the DER default, so left out), the value's DER. */
+export function extension(id: string, critical: boolean, value: Asn1): Asn1 {
   const fields = [oid(id)];
   if (critical) fields.push(primitive(Type.BOOLEAN, Buffer.from([0xff])));
   fields.push(primitive(Type.OCTETSTRING, toDer(value)));
@@ -173,7 +184,9 @@ export function keyIdentifier(spki: Buffer): Buffer {
   return createHash('sha1').update(bits).digest();
 }
 
-function sequence(items: Asn1[]): Asn1 {
+// ASN.1 builders, exported for crl-sign.ts (a CRL is built from the same parts).
+
+export function sequence(items: Asn1[]): Asn1 {
   return forge.asn1.create(Class.UNIVERSAL, Type.SEQUENCE, true, items);
 }
 
@@ -185,7 +198,8 @@ function primitive(type: forge.asn1.Type, bytes: Buffer): Asn1 {
   return forge.asn1.create(Class.UNIVERSAL, type, false, bytes.toString('latin1'));
 }
 
-function integer(bytes: Buffer): Asn1 {
+/** An INTEGER from its content octets (two's complement, minimal: the caller encodes). */
+export function integer(bytes: Buffer): Asn1 {
   return primitive(Type.INTEGER, bytes);
 }
 
@@ -197,7 +211,8 @@ function bitString(bytes: Buffer, unusedBits = 0): Asn1 {
   return primitive(Type.BITSTRING, Buffer.concat([Buffer.from([unusedBits]), bytes]));
 }
 
-function explicit(tag: number, inner: Asn1): Asn1 {
+/** [tag] EXPLICIT around `inner`. */
+export function explicit(tag: number, inner: Asn1): Asn1 {
   return forge.asn1.create(Class.CONTEXT_SPECIFIC, tag as forge.asn1.Type, true, [inner]);
 }
 

@@ -1,4 +1,4 @@
-// `tls-echod cert generate`, `cert show` and `cert client`.
+// `tls-echod cert generate`, `cert show`, `cert client` and `cert revoke`.
 
 import type { Command } from 'commander';
 import path from 'node:path';
@@ -7,6 +7,7 @@ import type { CertInfo } from '../certs/inspect';
 import { ensureCertificates, loadGeneratedCertificates } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
 import { CLIENT_CERT_DAYS, issueClientCertificate } from '../mtls/client-cert';
+import { revokeClientCertificate, type RevokeResult } from '../mtls/revoke';
 import { formatHostPort, loadConfig, reachableHost, type Config } from '../config/config';
 import { addConfigOptions, configSources } from './options';
 
@@ -77,6 +78,26 @@ export function register(program: Command): void {
       );
     });
 
+  addConfigOptions(
+    cert
+      .command('revoke')
+      .description('revoke a client certificate: add it to <cert-dir>/client.crl, signed by the local CA')
+      .argument('<name|serial-hex>', 'a name `cert client` issued (<cert-dir>/clients/<name>.pem), or a serial in hex (0x and colons allowed)'),
+    ['cert-dir'],
+  )
+    .option('--json', 'print JSON')
+    .action(async (target: string, opts: Record<string, unknown>) => {
+      const { json, ...rest } = opts;
+      const config = loadConfig(configSources(rest));
+      const result = await revokeClientCertificate({ certDir: config.certDir, target });
+      if (json === true) {
+        const { serial, subject, crlFile, alreadyRevoked, nextUpdate } = result;
+        process.stdout.write(JSON.stringify({ serial, subject: subject ?? null, crlFile, alreadyRevoked, nextUpdate, reload: RELOAD_HINT }, null, 2) + '\n');
+        return;
+      }
+      process.stdout.write(describeRevocation(result).join('\n') + '\n');
+    });
+
   addConfigOptions(cert.command('show').description('print subject, SANs, expiry, fingerprints and SPKI pin of the served certificate'), CERT_OPTIONS)
     .option('--json', 'print JSON')
     .action((opts: Record<string, unknown>) => {
@@ -111,6 +132,20 @@ function describe(label: string, info: CertInfo): string[] {
     `  not after:    ${info.notAfter.toISOString()}`,
     `  sha256:       ${info.fingerprint256}`,
     `  spki pin:     sha256//${info.spkiPin}`,
+  ];
+}
+
+/** How a running daemon picks up a new client.crl: it reloads on SIGHUP. */
+const RELOAD_HINT = 'systemctl reload tls-echod, or kill -HUP <pid> of the daemon';
+
+function describeRevocation(result: RevokeResult): string[] {
+  const what = result.subject === undefined ? `serial ${result.serial}` : `${result.subject} (serial ${result.serial})`;
+  return [
+    result.alreadyRevoked ? `already revoked: ${what}; the CRL is unchanged` : `revoked: ${what}`,
+    `  crl:          ${result.crlFile}`,
+    `  next update:  ${result.nextUpdate.toISOString()}`,
+    '',
+    `A running daemon picks it up when it reloads: ${RELOAD_HINT}.`,
   ];
 }
 

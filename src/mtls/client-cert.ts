@@ -12,6 +12,9 @@ import { leafValidity } from '../certs/local-ca';
 /** Default and bounds of `--days` for a client certificate. */
 export const CLIENT_CERT_DAYS = { default: 30, min: 1, max: 3650 } as const;
 
+/** The folder in --cert-dir that `cert client` writes to by default, and `cert revoke` looks names up in. */
+export const CLIENTS_DIR = 'clients';
+
 /** A name becomes the CN and, by default, a file name: letters, digits, '.', '_' and '-', at most 64. */
 const CLIENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -37,10 +40,15 @@ export interface IssuedClientCert {
   readonly info: CertInfo;
 }
 
+/** Whether `name` can name a client certificate (and its files under <cert-dir>/clients). */
+export function isClientName(name: string): boolean {
+  return CLIENT_NAME.test(name);
+}
+
 /** Problems with the name and lifetime asked for, in words; empty when they are fine. */
 export function clientCertProblems(name: string, days: number): string[] {
   const problems: string[] = [];
-  if (!CLIENT_NAME.test(name)) {
+  if (!isClientName(name)) {
     problems.push(`client name ${JSON.stringify(name)}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (it becomes the CN and a file name)`);
   }
   if (!Number.isInteger(days) || days < CLIENT_CERT_DAYS.min || days > CLIENT_CERT_DAYS.max) {
@@ -58,6 +66,6 @@ export async function issueClientCertificate(opts: ClientCertOptions): Promise<I
   // The certificate builder (node-forge) is loaded only to issue, as in local-ca.ts.
   const { createClientCertificate } = await import('../certs/issue');
   const pair = await createClientCertificate(ca, opts.name, opts.keyType, leafValidity(opts.now ?? new Date(), days));
-  const files = writeClientPair(opts.out ?? join(opts.certDir, 'clients', opts.name), pair, opts.force === true);
+  const files = writeClientPair(opts.out ?? join(opts.certDir, CLIENTS_DIR, opts.name), pair, opts.force === true);
   return { ...files, caFile: join(opts.certDir, 'ca.pem'), info: describeX509(pair.cert) };
 }
