@@ -69,6 +69,15 @@ function announce(config: Config, supervisor: Supervisor, logger: Logger, socket
     leafFingerprint256: material.leaf.fingerprint256,
     caFingerprint256: material.caInfo?.fingerprint256,
     notAfter: material.leaf.notAfter.toISOString(),
-    try: `openssl s_client -connect ${target} -CAfile ${caFile} -verify_return_error -quiet`,
+    clientAuth: config.clientAuth,
+    try: `openssl s_client -connect ${target} -CAfile ${caFile} -verify_return_error -quiet${clientCertArgs(config)}`,
   });
+}
+
+/** The s_client arguments that present a client certificate, when the daemon asks for one. */
+function clientCertArgs(config: Config): string {
+  if (config.clientAuth === 'off') return '';
+  // `cert client <name>` writes here by default; with another client CA the operator knows where theirs are.
+  const prefix = config.clientCaFile === undefined ? path.join(config.certDir, 'clients', '<name>') : '<client>';
+  return ` -cert ${prefix}.pem -key ${prefix}-key.pem`;
 }

@@ -12,6 +12,8 @@ import { parseCidr, type Cidr } from './cidr';
 export type KeyType = 'ecdsa-p256' | 'rsa-2048' | 'rsa-3072';
 export type LogFormat = 'json' | 'text';
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+/** Whether clients are asked for a certificate: off, asked and verified if sent, or required. */
+export type ClientAuthMode = 'off' | 'request' | 'require';
 
 export interface HostPort {
   readonly host: string;
@@ -28,6 +30,11 @@ export interface Config {
   readonly keyType: KeyType;
   readonly certDays: number;
   readonly minTls: 'TLSv1.2' | 'TLSv1.3';
+  readonly clientAuth: ClientAuthMode;
+  /** --client-ca: the CAs a client certificate must chain to; undefined = the local CA. */
+  readonly clientCaFile: string | undefined;
+  /** --client-crl: revoked client certificates; undefined = client.crl in certDir when it applies. */
+  readonly clientCrlFile: string | undefined;
   readonly handshakeTimeoutMs: number;
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
@@ -165,6 +172,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { field: 'keyType', flag: 'key-type', arg: '<type>', description: 'key type of generated certificates: ecdsa-p256, rsa-2048 or rsa-3072', defaultText: 'ecdsa-p256', default: 'ecdsa-p256', parse: enumParser<KeyType>(['ecdsa-p256', 'rsa-2048', 'rsa-3072']) },
   { field: 'certDays', flag: 'cert-days', arg: '<n>', description: 'lifetime of a generated leaf (days)', defaultText: '90', default: 90, parse: intParser(1, 3650, ' (days)') },
   { field: 'minTls', flag: 'min-tls', arg: '<version>', description: 'lowest TLS version accepted: 1.2 or 1.3', defaultText: '1.2', default: 'TLSv1.2', parse: (raw) => (enumParser(['1.2', '1.3'])(raw) === '1.2' ? 'TLSv1.2' : 'TLSv1.3') },
+  { field: 'clientAuth', flag: 'client-auth', arg: '<mode>', description: 'client certificates: off, request (asked for; one that is sent must verify) or require', defaultText: 'off', default: 'off', parse: enumParser<ClientAuthMode>(['off', 'request', 'require']) },
+  { field: 'clientCaFile', flag: 'client-ca', arg: '<pem>', description: 'CA certificates a client certificate must chain to (needed with --cert)', defaultText: 'the local CA (ca.pem in --cert-dir)', default: undefined, parse: stringParser },
+  { field: 'clientCrlFile', flag: 'client-crl', arg: '<pem>', description: 'PEM CRLs of revoked client certificates', defaultText: 'client.crl in --cert-dir, if there and the local CA is the client CA', default: undefined, parse: stringParser },
   { field: 'handshakeTimeoutMs', flag: 'handshake-timeout', arg: '<ms>', description: 'time a client has to finish the TLS handshake (ms)', defaultText: '10000', default: 10000, parse: intParser(1, 3_600_000, MS) },
   { field: 'logLevel', flag: 'log-level', arg: '<level>', description: 'error, warn, info or debug', defaultText: 'info', default: 'info', parse: enumParser<LogLevel>(['error', 'warn', 'info', 'debug']) },
   { field: 'logFormat', flag: 'log-format', arg: '<format>', description: 'json or text', defaultText: 'json (text on a terminal)', default: () => (process.stdout.isTTY ? 'text' : 'json'), parse: enumParser<LogFormat>(['json', 'text']) },
@@ -276,6 +286,11 @@ function crossCheck(c: Config, problems: string[]): void {
   }
   if (c.chainFile !== undefined && c.certFile === undefined) {
     problems.push('--chain needs --cert and --key (it holds the intermediates sent after your certificate)');
+  }
+  if (c.clientAuth !== 'off' && c.certFile !== undefined && c.clientCaFile === undefined) {
+    problems.push(
+      `--client-auth ${c.clientAuth} with --cert needs --client-ca: give the CA certificates that issue your clients' certificates (without --cert, the local CA in --cert-dir is used)`,
+    );
   }
 }
 

@@ -2,6 +2,7 @@
 // Sockets travel as the handle of a `conn` message.
 
 import type { LogFormat, LogLevel } from '../config/config';
+import type { ClientAuthPolicy } from '../mtls/client-auth';
 import type { CloseReason } from './session';
 import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 
@@ -10,14 +11,15 @@ export interface WireIdentity {
   readonly key: string;
   readonly cert: string;
   readonly ticketKeys: string;
+  readonly clientAuth: ClientAuthPolicy;
 }
 
 export function identityToWire(identity: ServerIdentity): WireIdentity {
-  return { key: identity.key, cert: identity.cert, ticketKeys: ticketKeysToWire(identity.ticketKeys) };
+  return { key: identity.key, cert: identity.cert, ticketKeys: ticketKeysToWire(identity.ticketKeys), clientAuth: identity.clientAuth };
 }
 
 export function identityFromWire(identity: WireIdentity): ServerIdentity {
-  return { key: identity.key, cert: identity.cert, ticketKeys: ticketKeysFromWire(identity.ticketKeys) };
+  return { key: identity.key, cert: identity.cert, ticketKeys: ticketKeysFromWire(identity.ticketKeys), clientAuth: identity.clientAuth };
 }
 
 export function ticketKeysToWire(keys: Buffer): string {

@@ -8,18 +8,18 @@ import net from 'node:net';
 import { Admission, type RefuseReason } from './admission';
 import { AdminServer } from '../ops/admin-server';
 import { acceptHandles, type HandleSocket, type RawSocket } from './handle-socket';
-import { loadGivenCertificates } from '../certs/given-files';
-import { ensureCertificatesInChild } from '../certs/issuer-process';
 import { needsRenewal } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
 import { normalizeAddress } from '../config/cidr';
 import { formatHostPort, type Config, type HostPort } from '../config/config';
+import { loadClientAuth, refreshLocalCrl, type LoadedClientAuth } from '../mtls/client-auth';
+import { loadClientAuthPolicy, loadTlsMaterial } from './serving-material';
 import { describeListenError, ListenError } from '../errors';
 import { SampledLog, type Logger } from '../ops/logger';
 import { Metrics } from '../ops/metrics';
 import { PendingQueue } from './pending-queue';
 import { SdNotifier } from '../ops/systemd';
-import type { ConnectionClosed, TlsSettings } from './tls-server';
+import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 import { WorkerPool } from './worker-pool';
 
 const TICKET_KEYS_BYTES = 48;
@@ -56,30 +56,10 @@ export function tlsSettingsOf(config: Config): TlsSettings {
   };
 }
 
-/** Loads the given certificate files, or makes sure the self-generated ones are there and fresh. */
-export async function loadTlsMaterial(config: Config, logger: Logger, now = new Date()): Promise<TlsMaterial> {
-  if (config.certFile !== undefined && config.keyFile !== undefined) {
-    return loadGivenCertificates({ certFile: config.certFile, keyFile: config.keyFile, chainFile: config.chainFile });
-  }
-  const { material, action } = await ensureCertificatesInChild({
-    certDir: config.certDir,
-    sans: config.sans,
-    keyType: config.keyType,
-    certDays: config.certDays,
-    now,
-  });
-  if (action !== 'reused') {
-    logger.info(action === 'generated' ? 'generated a local CA and server certificate' : 'renewed the server certificate (same CA)', {
-      certDir: config.certDir,
-      notAfter: material.leaf.notAfter.toISOString(),
-    });
-  }
-  return material;
-}
-
 export class Supervisor {
   private config: Config;
   private material!: TlsMaterial;
+  private clientAuth!: LoadedClientAuth;
   private ticketKeys = randomBytes(TICKET_KEYS_BYTES);
   private readonly admission: Admission;
   private readonly pending: PendingQueue<Held>;
@@ -153,6 +133,8 @@ export class Supervisor {
 
   private async runStart(): Promise<void> {
     this.material = await loadTlsMaterial(this.config, this.logger, this.options.clock?.());
+    this.clientAuth = await loadClientAuthPolicy(this.config, this.material, this.logger, this.options.clock?.());
+    this.logClientAuth('start');
     this.updateCertificateMetrics();
     const pool = new WorkerPool(
       {
@@ -188,8 +170,26 @@ export class Supervisor {
     this.notifier.startWatchdog();
   }
 
-  private identity(): { key: string; cert: string; ticketKeys: Buffer } {
-    return { key: this.material.key, cert: this.material.cert, ticketKeys: this.ticketKeys };
+  private identity(): ServerIdentity {
+    return { key: this.material.key, cert: this.material.cert, ticketKeys: this.ticketKeys, clientAuth: this.clientAuth.policy };
+  }
+
+  /**
+   * Logs the client-certificate policy in force and what brought it in: the start (nothing when
+   * off), a reload that changed it (earlier tickets no longer resume), or a re-signed CRL.
+   */
+  private logClientAuth(event: 'start' | 'reload' | 'crl-resigned'): void {
+    const { policy, caFile, crlFile, crls } = this.clientAuth;
+    if (policy.mode === 'off' && event === 'start') return;
+    const nextUpdates = crls.flatMap((crl) => (crl.nextUpdate === undefined ? [] : [crl.nextUpdate.getTime()]));
+    this.logger.info('client certificates', {
+      event,
+      clientAuth: policy.mode,
+      clientCa: caFile,
+      clientCrl: crlFile,
+      revoked: crlFile === undefined ? undefined : crls.reduce((n, crl) => n + crl.revoked.length, 0),
+      crlNextUpdate: nextUpdates.length === 0 ? undefined : new Date(Math.min(...nextUpdates)).toISOString(),
+    });
   }
 
   private async listen(): Promise<void> {
@@ -294,7 +294,7 @@ export class Supervisor {
     this.held.delete(report.id);
     this.admission.release(ip);
     if (report.reason === 'handshake-failed' || report.reason === 'handshake-timeout') {
-      this.metrics.handshakeFailed(report.reason);
+      this.metrics.handshakeFailed(report.clientCertRefused ? 'client-cert' : report.reason);
     } else {
       this.metrics.sessionClosed(report.reason, report.durationMs, report.bytesIn, report.bytesOut);
     }
@@ -326,9 +326,10 @@ export class Supervisor {
   }
 
   private async runRenewIfDue(): Promise<void> {
-    if (this.material.source !== 'generated' || this.draining) return;
+    if (this.draining) return;
     const now = this.options.clock?.() ?? new Date();
-    if (!needsRenewal(this.material.leaf, now)) return;
+    if (this.clientAuth.localCrl) await this.resignCrlIfDue(now);
+    if (this.material.source !== 'generated' || !needsRenewal(this.material.leaf, now)) return;
     try {
       this.material = await loadTlsMaterial(this.config, this.logger, now);
       this.pool?.setIdentity(this.identity());
@@ -337,6 +338,20 @@ export class Supervisor {
     } catch (err) {
       this.metrics.reload(false);
       this.logger.error('certificate renewal failed; the current certificate keeps serving', { error: (err as Error).message });
+    }
+  }
+
+  // The local CA's client.crl, re-signed before its next update: past it, OpenSSL would refuse
+  // every client certificate. A failure leaves the current CRL serving and is tried again at
+  // the next check.
+  private async resignCrlIfDue(now: Date): Promise<void> {
+    try {
+      if (!(await refreshLocalCrl(this.config.certDir, now))) return;
+      this.clientAuth = loadClientAuth(this.config, this.material, now);
+      this.pool?.setIdentity(this.identity());
+      this.logClientAuth('crl-resigned');
+    } catch (err) {
+      this.logger.error('re-signing the client CRL failed; the current one keeps serving', { error: (err as Error).message });
     }
   }
 
@@ -366,13 +381,16 @@ export class Supervisor {
     try {
       const next = this.options.reloadConfig();
       const material = await loadTlsMaterial(next, this.logger, this.options.clock?.());
+      const clientAuth = await loadClientAuthPolicy(next, material, this.logger, this.options.clock?.());
       for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec'] as const) {
         if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
           this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });
         }
       }
+      const policyChanged = clientAuth.policy.context !== this.clientAuth.policy.context;
       this.config = next;
       this.material = material;
+      this.clientAuth = clientAuth;
       this.admission.update(next);
       this.pending.setLimits(next.maxPending, next.pendingTimeoutMs);
       this.pool?.setSettings(tlsSettingsOf(next), next.logLevel);
@@ -381,6 +399,8 @@ export class Supervisor {
       this.updateCertificateMetrics();
       this.metrics.reload(true);
       this.logger.info('reloaded', { leafFingerprint256: material.leaf.fingerprint256, notAfter: material.leaf.notAfter.toISOString() });
+      // Earlier tickets carry the old policy's session context: they no longer resume.
+      if (policyChanged) this.logClientAuth('reload');
       return true;
     } catch (err) {
       this.metrics.reload(false);

@@ -7,6 +7,8 @@ import tls from 'node:tls';
 import type { RawSocket } from './handle-socket';
 import { EchoSession, type CloseReason, type SessionLimits } from './session';
 import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
+import type { ClientAuthPolicy } from '../mtls/client-auth';
+import { clientCertProblem, isMissingClientCert } from '../mtls/refusal';
 
 /** What the supervisor knows of a connection when it hands it over. */
 export interface ConnectionMeta {
@@ -26,6 +28,8 @@ export interface ConnectionClosed {
   readonly durationMs: number;
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** The handshake failed because the client certificate was missing or did not verify. */
+  readonly clientCertRefused?: true;
 }
 
 export interface TlsSettings extends SessionLimits {
@@ -38,6 +42,8 @@ export interface ServerIdentity {
   readonly cert: string;
   /** 48 bytes shared by every worker so a ticket from one resumes on any other. */
   readonly ticketKeys: Buffer;
+  /** Whether and how client certificates are asked for and checked. */
+  readonly clientAuth: ClientAuthPolicy;
 }
 
 export interface TlsEchoServerEvents {
@@ -59,6 +65,12 @@ interface Connection {
   cipher: string | undefined;
   sni: string | undefined;
   alpn: string | undefined;
+  /** Set on a resumed session, for the log. */
+  resumed: true | undefined;
+  /** The verified client certificate's subject and fingerprint, for the log. */
+  clientSubject: string | undefined;
+  clientFingerprint256: string | undefined;
+  clientCertRefused: boolean;
 }
 
 /**
@@ -129,6 +141,12 @@ export class TlsEchoServer {
       handshakeTimeout: this.settings.handshakeTimeoutMs,
       // An echo peer for client tests: agree to the first protocol the client offers.
       ALPNCallback: ({ protocols }) => protocols[0],
+      // Under `require`, OpenSSL refuses a client that sends no certificate with an alert
+      // (certificate_required in TLS 1.3), and Node closes one whose certificate does not verify
+      // as soon as the handshake is done, before 'secureConnection'. Under `request` both get
+      // this far and serverOnSecureConnection refuses a certificate that was sent and did not verify.
+      requestCert: this.identity.clientAuth.mode !== 'off',
+      rejectUnauthorized: this.identity.clientAuth.mode === 'require',
     });
     server.on('secureConnection', this.serverOnSecureConnection);
     server.on('tlsClientError', this.serverOnTlsClientError);
@@ -136,7 +154,8 @@ export class TlsEchoServer {
   }
 
   private static contextOptions(settings: TlsSettings, identity: ServerIdentity): tls.SecureContextOptions {
-    return { key: identity.key, cert: identity.cert, minVersion: settings.minTls, ticketKeys: identity.ticketKeys };
+    const { ca, crl, context } = identity.clientAuth;
+    return { key: identity.key, cert: identity.cert, minVersion: settings.minTls, ticketKeys: identity.ticketKeys, ca, crl, sessionIdContext: context };
   }
 
   /** Connections handed over and not yet closed. */
@@ -146,7 +165,7 @@ export class TlsEchoServer {
 
   /** Takes over an admitted raw socket (paused) and starts its handshake. */
   accept(socket: RawSocket, meta: ConnectionMeta): void {
-    const conn: Connection = { owner: this, meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined };
+    const conn: Connection = { owner: this, meta, socket, acceptedAt: performance.now(), reason: undefined, handshakeMs: undefined, session: undefined, tlsVersion: undefined, cipher: undefined, sni: undefined, alpn: undefined, resumed: undefined, clientSubject: undefined, clientFingerprint256: undefined, clientCertRefused: false };
     this.connections.add(conn);
     (socket as HandedOver)[CONNECTION] = conn;
     // 'close' is emitted once: `on` spares the wrapper `once` makes.
@@ -157,10 +176,13 @@ export class TlsEchoServer {
     this.server.emit('connection', socket);
   }
 
-  /** New certificate, key or ticket keys for connections from now on; sessions keep theirs. */
+  /** New certificate, key, ticket keys or client-certificate policy for connections from now on; sessions keep theirs. */
   setIdentity(identity: ServerIdentity): void {
+    const modeChanged = identity.clientAuth.mode !== this.identity.clientAuth.mode;
     this.identity = identity;
-    this.server.setSecureContext(TlsEchoServer.contextOptions(this.settings, identity));
+    // Whether a certificate is asked for is the server's, not its context's: a new mode needs a new server.
+    if (modeChanged) this.server = this.createServer();
+    else this.server.setSecureContext(TlsEchoServer.contextOptions(this.settings, identity));
   }
 
   /** Rotates ticket keys only (no new context: cheap). */
@@ -204,12 +226,26 @@ export class TlsEchoServer {
       socket.destroy();
       return;
     }
+    // Under `request`: the client sent a certificate and it did not verify. (With no certificate
+    // there is an authorizationError too, and nothing to refuse.) Refused before any echo.
+    if (socket.authorizationError && socket.getPeerX509Certificate() !== undefined) {
+      this.refuseClientCert(conn, socket, String(socket.authorizationError));
+      socket.destroy();
+      return;
+    }
     if (this.sessionLine.enabled()) {
       conn.tlsVersion = socket.getProtocol();
       const cipher = socket.getCipher();
       conn.cipher = cipher.standardName ?? cipher.name;
       conn.sni = socket.servername || undefined;
       conn.alpn = socket.alpnProtocol || undefined;
+      // A resumed session keeps the client certificate of the session it resumes.
+      if (socket.isSessionReused()) conn.resumed = true;
+      if (socket.authorized) {
+        const peer = socket.getPeerX509Certificate();
+        conn.clientSubject = peer?.subject.replace(/\n/g, ', ');
+        conn.clientFingerprint256 = peer?.fingerprint256;
+      }
     }
     conn.session = new EchoSession(socket, this.settings, this.sessionOnClose);
     this.events.onOpen(conn.meta.id, conn.handshakeMs);
@@ -221,6 +257,13 @@ export class TlsEchoServer {
     if (conn !== undefined) conn.reason ??= reason;
     // Node only reports the timeout; closing the socket is ours to do.
     socket.destroy();
+    // Under `require`: OpenSSL refused a missing certificate, or Node closed the socket because
+    // the one sent did not verify (it reports that as a hang-up, with the verify error on the socket).
+    const certError = socket.authorizationError ? String(socket.authorizationError) : isMissingClientCert(err.code) ? err.code : undefined;
+    if (conn !== undefined && certError !== undefined) {
+      this.refuseClientCert(conn, socket, certError);
+      return;
+    }
     this.handshakeLog.log('info', reason, 'handshake failed', {
       sessionId: conn?.meta.id,
       remoteAddress: conn?.meta.ip,
@@ -229,12 +272,31 @@ export class TlsEchoServer {
     });
   };
 
+  private refuseClientCert(conn: Connection, socket: tls.TLSSocket, error: string): void {
+    conn.reason ??= 'handshake-failed';
+    conn.clientCertRefused = true;
+    const peer = socket.destroyed ? undefined : socket.getPeerX509Certificate();
+    this.handshakeLog.log('info', 'client-cert', 'client certificate refused', {
+      sessionId: conn.meta.id,
+      remoteAddress: conn.meta.ip,
+      reason: 'handshake-failed',
+      problem: clientCertProblem(error),
+      error,
+      clientSubject: peer?.subject.replace(/\n/g, ', '),
+    });
+  }
+
   // One function for every raw socket (not a closure each). An established session reports from
   // its own close (which comes after the raw socket's); this reports the connections that never
-  // got one.
+  // got one. It waits a turn of the event loop: when Node closes a connection whose client
+  // certificate did not verify, it says so (tlsClientError) only after the raw socket has closed.
   private static rawSocketOnClose(this: HandedOver): void {
     const conn = this[CONNECTION];
-    if (conn !== undefined && conn.session === undefined) conn.owner.finish(conn);
+    if (conn !== undefined && conn.session === undefined) setImmediate(TlsEchoServer.finishUnestablished, conn);
+  }
+
+  private static finishUnestablished(conn: Connection): void {
+    if (conn.session === undefined) conn.owner.finish(conn);
   }
 
   // One function for every session (not a closure each): the connection is found from the socket.
@@ -257,6 +319,7 @@ export class TlsEchoServer {
       durationMs,
       bytesIn: session?.bytesIn ?? 0,
       bytesOut: session?.bytesOut ?? 0,
+      ...(conn.clientCertRefused ? { clientCertRefused: true as const } : undefined),
     });
   }
 
@@ -270,6 +333,9 @@ export class TlsEchoServer {
       cipher: conn.cipher,
       sni: conn.sni,
       alpn: conn.alpn,
+      resumed: conn.resumed,
+      clientSubject: conn.clientSubject,
+      clientFingerprint256: conn.clientFingerprint256,
       bytesIn: session.bytesIn,
       bytesOut: session.bytesOut,
       handshakeMs: round(conn.handshakeMs),

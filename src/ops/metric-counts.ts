@@ -5,7 +5,7 @@
 /** Why the supervisor refused a connection before any TLS work. */
 export const REFUSE_REASONS = ['denied', 'rate-limited', 'ip-limit', 'pool-full', 'pending-timeout', 'shutdown'] as const;
 /** Why a TLS handshake did not complete. */
-export const HANDSHAKE_FAILURE_REASONS = ['handshake-timeout', 'handshake-failed'] as const;
+export const HANDSHAKE_FAILURE_REASONS = ['handshake-timeout', 'handshake-failed', 'client-cert'] as const;
 /** Why an established session ended. */
 export const CLOSE_REASONS = ['peer-closed', 'idle-timeout', 'session-timeout', 'byte-limit', 'error', 'shutdown'] as const;
 /** Label value that stands in for any reason not in the lists above. */
