@@ -1,7 +1,7 @@
 // The benchmark's baseline: a bare Node TLS echo server, `tls.createServer(opts, s => s.pipe(s))`
 // and nothing else, to compare tls-echod against on the same machine.
 //
-//   node dist/scripts/baseline-server.js --cert server.pem --key server-key.pem [--listen 127.0.0.1:0]
+//   node dist/scripts/baseline-server.js --cert server.pem --key server-key.pem [--listen 127.0.0.1:0] [--client-ca ca.pem]
 //
 // Prints `listening <port>` on stdout once it accepts connections. Two things beyond the bare
 // pipe, both so the comparison is fair rather than flattering: an 'error' handler per socket
@@ -13,8 +13,9 @@ import * as tls from 'node:tls';
 import { parseServerArgs } from './server-args';
 
 function main(): void {
-  const { cert, key, listen } = parseServerArgs('baseline-server');
-  const server = tls.createServer({ cert, key, noDelay: true }, (socket) => {
+  const { cert, key, listen, clientCa } = parseServerArgs('baseline-server');
+  const mtls = clientCa === undefined ? {} : { ca: clientCa, requestCert: true, rejectUnauthorized: true };
+  const server = tls.createServer({ cert, key, noDelay: true, ...mtls }, (socket) => {
     socket.on('error', () => socket.destroy());
     socket.pipe(socket);
   });

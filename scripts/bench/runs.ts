@@ -7,10 +7,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClientCertificate } from '../../src/client/check-options';
 import { runLoad, type LoadMode, type LoadResult } from '../../src/client/load-generator';
 import type { Machine } from './machine';
 import { fmt, pct } from './number-format';
-import { CpuSampler, ServerProcess, waitForQuiet, type CpuShares } from './servers';
+import { BENCH_CLIENT, CpuSampler, ServerProcess, waitForQuiet, type CpuShares } from './servers';
 import {
   FD_HEADROOM,
   IDLE_RAMP_PER_SEC,
@@ -118,6 +119,7 @@ async function throughputRun(ctx: Context, sc: ThroughputScenario, server: Serve
       warmupMs: settings.warmupMs,
       durationMs: settings.durationMs,
       processes: generatorProcesses(ctx, sc.mode),
+      clientCert: clientCertOf(ctx, sc),
       signal: ctx.signal,
       // Only to learn when the clock started, so the CPU window matches the measured window.
       onProgress: (p) => {
@@ -236,8 +238,17 @@ export function roundOrder<T>(kinds: readonly T[], round: number): T[] {
   return round % 2 === 1 ? [...kinds] : [...kinds].reverse();
 }
 
+/** The certificate the generator presents in a mutual TLS scenario (issued by generateCerts); undefined in the others. */
+function clientCertOf(ctx: Context, sc: ThroughputScenario): ClientCertificate | undefined {
+  if (sc.clientAuth !== true) return undefined;
+  const prefix = path.join(ctx.certDirs[sc.keyType], 'clients', BENCH_CLIENT);
+  return { cert: readFileSync(`${prefix}.pem`, 'utf8'), key: readFileSync(`${prefix}-key.pem`, 'utf8'), name: `CN=${BENCH_CLIENT}` };
+}
+
 /** Servers of a throughput scenario; see roundOrder for the order of each round. */
 function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
+  // Mutual TLS is reported, not judged: the baseline and the daemon as npm start runs it are enough.
+  if (sc.clientAuth === true) return ['baseline', 'workers-0'];
   const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-0-bin', 'workers-auto'];
   if (ctx.settings.logCompare && sc.perSessionHeavy) kinds.push('workers-0-log-warn');
   if (withFloor(ctx, sc)) kinds.push('floor');
@@ -259,8 +270,8 @@ function crossCheckServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
   return kinds;
 }
 
-async function startServer(ctx: Context, kind: ServerKind, keyType: KeyType): Promise<ServerProcess> {
-  return ServerProcess.start({ kind, certDir: ctx.certDirs[keyType], machine: ctx.machine, settings: ctx.settings, workDir: ctx.workDir });
+async function startServer(ctx: Context, kind: ServerKind, sc: { keyType: KeyType; clientAuth?: true }): Promise<ServerProcess> {
+  return ServerProcess.start({ kind, certDir: ctx.certDirs[sc.keyType], machine: ctx.machine, settings: ctx.settings, workDir: ctx.workDir, clientAuth: sc.clientAuth === true });
 }
 
 export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario): Promise<{ runs: RunRecord[]; crossCheck: RunRecord[]; workers: Partial<Record<ServerKind, number>> }> {
@@ -273,7 +284,7 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
     let s = servers.get(kind);
     if (s === undefined || s.exited) {
       if (s !== undefined) ctx.notes.push(`${sc.name}: ${SERVER_LABELS[kind]} exited during the scenario (killed from outside?) and was restarted.`);
-      s = await startServer(ctx, kind, sc.keyType);
+      s = await startServer(ctx, kind, sc);
       servers.set(kind, s);
       if (s.workers !== undefined) workers[kind] = s.workers;
     }
@@ -302,7 +313,7 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
       const soakMs = Math.round(ctx.settings.soakMs * sc.soakShare);
       if (soakMs > 0 && !ctx.signal.aborted) {
         const processes = generatorProcesses(ctx, sc.mode);
-        await runLoad({ host: '127.0.0.1', port: server.port, mode: sc.mode, connections: sc.connections, sizeBytes: sc.sizeBytes, warmupMs: 0, durationMs: soakMs, processes, signal: ctx.signal });
+        await runLoad({ host: '127.0.0.1', port: server.port, mode: sc.mode, connections: sc.connections, sizeBytes: sc.sizeBytes, warmupMs: 0, durationMs: soakMs, processes, clientCert: clientCertOf(ctx, sc), signal: ctx.signal });
       }
     }
     for (let round = 1; round <= ctx.settings.rounds && !ctx.signal.aborted; round++) {
@@ -337,7 +348,7 @@ async function waitForReadyFile(file: string, done: () => boolean, ms: number): 
 
 async function idleRun(ctx: Context, kind: ServerKind, round: number, rampPerSec: number): Promise<IdleRecord> {
   const n = ctx.settings.idleSessions;
-  const server = await startServer(ctx, kind, 'ecdsa-p256');
+  const server = await startServer(ctx, kind, { keyType: 'ecdsa-p256' });
   try {
     // A few handshakes first so one-time costs (lazy TLS and JIT set-up, first log line) are
     // in the "before" figure and not spread over the sessions.

@@ -44,7 +44,12 @@ interface ServerStart {
   readonly machine: Machine;
   readonly settings: Settings;
   readonly workDir: string;
+  /** Ask for a client certificate from the CA in certDir (mutual TLS). */
+  readonly clientAuth?: boolean | undefined;
 }
+
+/** The client certificate the generator presents in the mutual TLS scenario, issued by `cert client` into each cert dir. */
+export const BENCH_CLIENT = 'bench';
 
 export const liveServers = new Set<ServerProcess>();
 
@@ -81,8 +86,10 @@ export class ServerProcess {
     let fixedPort: number | undefined;
     let script = PLAIN_SCRIPTS[o.kind];
     let args: string[];
+    const clientCa = path.join(o.certDir, 'ca.pem');
     if (script !== undefined) {
       args = ['--cert', cert, '--key', key, '--listen', '127.0.0.1:0'];
+      if (o.clientAuth === true) args.push('--client-ca', clientCa);
     } else {
       script = CLI;
       // Log level info (the default) unless the comparison variant: the daemon runs as a user runs it.
@@ -90,6 +97,7 @@ export class ServerProcess {
       fixedPort = o.kind === 'workers-0-log-warn' ? await freePort() : undefined;
       args = ['serve', '--workers', o.kind === 'workers-auto' ? 'auto' : '0', '--listen', `127.0.0.1:${fixedPort ?? 0}`, '--cert', cert, '--key', key, ...DAEMON_PROTECTION_FLAGS];
       if (o.kind === 'workers-0-log-warn') args.push('--log-level', 'warn');
+      if (o.clientAuth === true) args.push('--client-auth', 'require', '--client-ca', clientCa);
       args.push(...o.settings.daemonArgs);
       nodeArgs.push(...o.settings.daemonNodeArgs);
       if (o.kind === 'workers-0' && o.settings.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', o.settings.cpuProfDir);
@@ -223,6 +231,8 @@ export function generateCerts(workDir: string): Record<KeyType, string> {
     const dir = path.join(workDir, `certs-${keyType}`);
     const r = spawnSync(process.execPath, [CLI, 'cert', 'generate', '--cert-dir', dir, '--key-type', keyType, '--json'], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`cert generate --key-type ${keyType} failed: ${r.stderr}`);
+    const c = spawnSync(process.execPath, [CLI, 'cert', 'client', BENCH_CLIENT, '--cert-dir', dir, '--key-type', keyType, '--json'], { encoding: 'utf8' });
+    if (c.status !== 0) throw new Error(`cert client --key-type ${keyType} failed: ${c.stderr}`);
     dirs[keyType] = dir;
   }
   return dirs;

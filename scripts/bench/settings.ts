@@ -38,7 +38,7 @@ export const FD_HEADROOM = 1000;
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-const SCENARIOS = ['handshake-ecdsa', 'handshake-rsa', 'pingpong', 'stream', 'idle'] as const;
+const SCENARIOS = ['handshake-ecdsa', 'handshake-rsa', 'handshake-mtls', 'pingpong', 'stream', 'idle'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 /**
@@ -225,11 +225,18 @@ export interface ThroughputScenario {
    * that has run for a while; this puts every server in its steady state first.
    */
   readonly soakShare: number;
+  /**
+   * Mutual TLS: the daemon runs with --client-auth require, the baseline with requestCert and
+   * rejectUnauthorized, and the generator presents a client certificate from the local CA.
+   * Only the baseline and --workers 0 run it; it is reported, not judged.
+   */
+  readonly clientAuth?: true;
 }
 
 export const THROUGHPUT_SCENARIOS: readonly ThroughputScenario[] = [
   { name: 'handshake-ecdsa', keyType: 'ecdsa-p256', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: true, soakShare: 0.5 },
   { name: 'handshake-rsa', keyType: 'rsa-2048', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: true, soakShare: 0.5 },
+  { name: 'handshake-mtls', keyType: 'ecdsa-p256', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: false, soakShare: 0.5, clientAuth: true },
   { name: 'pingpong', keyType: 'ecdsa-p256', mode: 'pingpong', connections: 64, sizeBytes: 64, perSessionHeavy: false, soakShare: 1 },
   // 16 KiB writes: one full TLS record each.
   { name: 'stream', keyType: 'ecdsa-p256', mode: 'stream', connections: 4, sizeBytes: 16 * 1024, perSessionHeavy: false, soakShare: 1 },
