@@ -44,7 +44,7 @@ export function describeClientCertState(s: ClientCertState): string {
 
 /** The TLS alert in a Node error code (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED` -> `certificate required`). */
 export function tlsAlertName(code: string): string | undefined {
-  const m = /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_([A-Z0-9_]+)$/.exec(code);
+  const m = /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13|SSL\/TLS)_ALERT_([A-Z0-9_]+)$/.exec(code);
   return m === null ? undefined : m[1]!.toLowerCase().replace(/_/g, ' ');
 }
 
