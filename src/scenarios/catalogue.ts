@@ -1,0 +1,72 @@
+// The test-peer scenarios (issue 15): every way a TLS server can be wrong that the scenario
+// listener serves, one server name each. The names are public interface: client test suites
+// hard-code them. `tls-echod scenarios`, GET /scenarios, docs/testing-clients.md and what the
+// listener serves are all this one list.
+//
+// Not wired into `serve` yet: the ClientHello reader, the scenario certificates and the listener
+// come next (see the issue).
+
+export type ScenarioCategory = 'certificate' | 'protocol' | 'client-certificate' | 'behaviour';
+
+export interface Scenario {
+  /** The first label of its server name: `<name>.<--scenario-domain>`. */
+  readonly name: string;
+  readonly category: ScenarioCategory;
+  /** What the server does, in a phrase. */
+  readonly serverDoes: string;
+  /** What a correct client that trusts ca.pem (and verifies the name) observes. */
+  readonly clientSees: string;
+}
+
+const certificate = (name: string, serverDoes: string, clientSees: string): Scenario => ({ name, category: 'certificate', serverDoes, clientSees });
+const protocol = (name: string, serverDoes: string, clientSees: string): Scenario => ({ name, category: 'protocol', serverDoes, clientSees });
+const behaviour = (name: string, serverDoes: string, clientSees: string): Scenario => ({ name, category: 'behaviour', serverDoes, clientSees });
+
+const REFUSES = 'the handshake fails verification';
+
+export const SCENARIOS: readonly Scenario[] = [
+  certificate('valid', 'serves a correct chain from the local CA (the control)', 'verifies and echoes'),
+  certificate('expired', 'serves a leaf that expired yesterday', `${REFUSES}: certificate has expired`),
+  certificate('not-yet-valid', 'serves a leaf valid from tomorrow', `${REFUSES}: certificate is not yet valid`),
+  certificate('wrong-host', 'serves a leaf for another name only', `${REFUSES}: the name does not match`),
+  certificate('self-signed', 'serves a self-signed leaf', `${REFUSES}: self-signed certificate`),
+  certificate('untrusted-root', "serves a chain to a CA the client doesn't have", `${REFUSES}: unable to get local issuer certificate`),
+  certificate('incomplete-chain', 'serves a leaf from an intermediate without sending the intermediate', `${REFUSES}: unable to get local issuer certificate`),
+  certificate('intermediate', 'serves the same kind of leaf with its intermediate (the control for incomplete-chain)', 'verifies and echoes'),
+  certificate('no-san', 'serves a leaf with the name in the CN only', `${REFUSES} in modern clients (Node, Go, browsers); clients that still fall back to the CN accept`),
+  certificate('sha1', 'serves a leaf signed with SHA-1', `${REFUSES}: SHA-1 signatures are refused at OpenSSL's default security level`),
+  certificate('rsa-1024', 'serves a 1024-bit RSA leaf', `${REFUSES}: the key is too small at OpenSSL security level 2`),
+  certificate('wrong-eku', 'serves a leaf whose extended key usage is clientAuth only', `${REFUSES}: unsupported certificate purpose`),
+  protocol('tls1.0', 'speaks TLS 1.0 only, legacy ciphers allowed', 'refused by default clients (no shared protocol); a client that allows TLS 1.0 connects'),
+  protocol('tls1.1', 'speaks TLS 1.1 only, legacy ciphers allowed', 'refused by default clients (no shared protocol); a client that allows TLS 1.1 connects'),
+  protocol('tls1.2-only', 'speaks TLS 1.2 only', 'connects with TLS 1.2; a client that insists on 1.3 fails'),
+  protocol('tls1.3-only', 'speaks TLS 1.3 only', 'connects with TLS 1.3; a client capped at 1.2 fails'),
+  protocol('static-rsa', 'speaks TLS 1.2 with RSA key exchange only (no forward secrecy)', 'fails where the client offers only forward-secret suites; otherwise connects'),
+  protocol('dh-1024', 'speaks TLS 1.2 with DHE over a 1024-bit group only', 'refused: the DH group is too small (or no shared cipher)'),
+  { name: 'client-cert-required', category: 'client-certificate', serverDoes: 'requires a client certificate from the local CA', clientSees: 'echoes with a certificate from `cert client`; refused without (TLS 1.3: certificate required alert)' },
+  { name: 'client-cert-requested', category: 'client-certificate', serverDoes: 'asks for a client certificate without requiring one', clientSees: 'echoes either way' },
+  behaviour('no-close-notify', 'echoes the first chunk, then closes TCP without close_notify', 'the echo, then an EOF without close_notify (a careful client reports truncation)'),
+  behaviour('reset-after-echo', 'echoes the first chunk, then resets the connection', 'the echo, then a connection reset'),
+  behaviour('close-after-handshake', 'sends close_notify right after the handshake', 'a clean close, nothing echoed'),
+  behaviour('no-echo', 'reads and never answers', "the client's own read timeout"),
+  behaviour('slow-echo', 'echoes each chunk after --scenario-delay ms', 'the echo, no sooner than the delay'),
+  behaviour('small-records', 'echoes in TLS records of at most 512 bytes', 'the echo, in many small records'),
+  behaviour('slow-handshake', 'answers the ClientHello after --scenario-delay ms', 'a handshake no faster than the delay, then the echo'),
+  behaviour('stall-handshake', 'never answers the ClientHello', 'its connect timeout, or the close at --handshake-timeout'),
+  behaviour('handshake-alert', 'answers the ClientHello with a fatal handshake_failure alert', 'a handshake_failure alert (not unrecognized_name, which marks an unknown scenario)'),
+];
+
+/** The server name a client sends as SNI to reach `scenario`. */
+export function scenarioServerName(scenario: string, domain: string): string {
+  return `${scenario}.${domain}`;
+}
+
+/** The scenario a server name picks under `domain`, or undefined (then the listener answers unrecognized_name). */
+export function scenarioForServerName(serverName: string | undefined, domain: string): Scenario | undefined {
+  if (serverName === undefined) return undefined;
+  const suffix = `.${domain.toLowerCase()}`;
+  const name = serverName.toLowerCase();
+  if (!name.endsWith(suffix)) return undefined;
+  const label = name.slice(0, -suffix.length);
+  return SCENARIOS.find((s) => s.name === label);
+}
