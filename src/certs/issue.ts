@@ -35,11 +35,18 @@ async function generateKey(keyType: KeyType): Promise<KeyObject> {
   return privateKey;
 }
 
+export interface CaOptions {
+  /** Default `tls-echod local CA (<hostname>)`. */
+  readonly commonName?: string;
+  /** Intermediates allowed below the CA (basicConstraints pathLen); default 0, null for no limit. */
+  readonly pathLen?: number | null;
+}
+
 /** A new self-signed CA. */
-export async function createCa(keyType: KeyType, validity: Validity): Promise<Pair> {
+export async function createCa(keyType: KeyType, validity: Validity, options: CaOptions = {}): Promise<Pair> {
   const key = await generateKey(keyType);
   const spki = spkiOf(key);
-  const name = distinguishedName(`tls-echod local CA (${hostname()})`);
+  const name = distinguishedName(options.commonName ?? `tls-echod local CA (${hostname()})`);
   const der = signCertificate({
     issuer: name,
     subject: name,
@@ -47,7 +54,7 @@ export async function createCa(keyType: KeyType, validity: Validity): Promise<Pa
     spki,
     signer: key,
     extensions: [
-      basicConstraintsExtension({ ca: true }),
+      basicConstraintsExtension({ ca: true, pathLen: options.pathLen }),
       keyUsageExtension(KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign),
       subjectKeyIdentifierExtension(keyIdentifier(spki)),
     ],
@@ -79,7 +86,8 @@ export async function createLeaf(ca: Pair, names: readonly string[], keyType: Ke
   return pairOf(der, key);
 }
 
-function pairOf(der: Buffer, key: KeyObject): Pair {
+/** A Pair from a certificate's DER and its private key. */
+export function pairOf(der: Buffer, key: KeyObject): Pair {
   const cert = new X509Certificate(der);
   return { cert, key, certPem: cert.toString(), keyPem: exportKey(key) };
 }

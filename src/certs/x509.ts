@@ -17,6 +17,8 @@ export const OID = {
   commonName: '2.5.4.3',
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
   sha256WithRsa: '1.2.840.113549.1.1.11',
+  ecdsaWithSha1: '1.2.840.10045.4.1',
+  sha1WithRsa: '1.2.840.113549.1.1.5',
   basicConstraints: '2.5.29.19',
   keyUsage: '2.5.29.15',
   extKeyUsage: '2.5.29.37',
@@ -36,10 +38,16 @@ export interface Validity {
   readonly notAfter: Date;
 }
 
+/**
+ * The digest a certificate is signed with. SHA-256 always, except for the `sha1` test-peer
+ * scenario (src/scenarios), which serves a SHA-1 signature on purpose for clients to refuse.
+ */
+export type SignatureHash = 'sha1' | 'sha256';
+
 type Asn1 = forge.asn1.Asn1;
 const { Class, Type } = forge.asn1;
 
-interface CertificateSpec {
+export interface CertificateSpec {
   readonly issuer: Asn1;
   readonly subject: Asn1;
   readonly validity: Validity;
@@ -48,11 +56,14 @@ interface CertificateSpec {
   /** Private key of the issuer. */
   readonly signer: KeyObject;
   readonly extensions: readonly Asn1[];
+  /** Default 'sha256'. */
+  readonly hash?: SignatureHash;
 }
 
-/** Builds the TBSCertificate (v3, random serial), signs it with SHA-256 by spec.signer, returns the certificate DER. */
+/** Builds the TBSCertificate (v3, random serial), signs it with spec.hash (SHA-256) by spec.signer, returns the certificate DER. */
 export function signCertificate(spec: CertificateSpec): Buffer {
-  const algorithm = signatureAlgorithm(spec.signer);
+  const hash = spec.hash ?? 'sha256';
+  const algorithm = signatureAlgorithm(spec.signer, hash);
   const tbs = sequence([
     explicit(0, integer(Buffer.from([2]))), // v3, needed for extensions
     integer(randomSerial()),
@@ -63,27 +74,29 @@ export function signCertificate(spec: CertificateSpec): Buffer {
     parseDer(spec.spki),
     explicit(3, sequence([...spec.extensions])),
   ]);
-  return signed(tbs, algorithm, spec.signer);
+  return signed(tbs, algorithm, spec.signer, hash);
 }
 
 /**
- * Signs a to-be-signed structure (a TBSCertificate, a TBSCertList) with SHA-256 and returns the
- * DER of SEQUENCE { tbs, algorithm, signature }. `algorithm` must be signatureAlgorithm(signer),
- * the same one the tbs names inside.
+ * Signs a to-be-signed structure (a TBSCertificate, a TBSCertList) with `hash` (SHA-256) and
+ * returns the DER of SEQUENCE { tbs, algorithm, signature }. `algorithm` must be
+ * signatureAlgorithm(signer, hash), the same one the tbs names inside.
  */
-export function signed(tbs: Asn1, algorithm: Asn1, signer: KeyObject): Buffer {
+export function signed(tbs: Asn1, algorithm: Asn1, signer: KeyObject, hash: SignatureHash = 'sha256'): Buffer {
   // ECDSA signatures come out DER-encoded (dsaEncoding defaults to 'der'), RSA ones PKCS#1 v1.5: both as X.509 wants.
-  const signature = sign('sha256', toDer(tbs), signer);
+  const signature = sign(hash, toDer(tbs), signer);
   return toDer(sequence([tbs, algorithm, bitString(signature)]));
 }
 
-/** The AlgorithmIdentifier for signing with SHA-256 by `signer` (ECDSA or RSA); CertError for another key type. */
-export function signatureAlgorithm(signer: KeyObject): Asn1 {
+/** The AlgorithmIdentifier for signing with `hash` (SHA-256) by `signer` (ECDSA or RSA); CertError for another key type. */
+export function signatureAlgorithm(signer: KeyObject, hash: SignatureHash = 'sha256'): Asn1 {
   switch (signer.asymmetricKeyType) {
     case 'ec':
-      return sequence([oid(OID.ecdsaWithSha256)]); // RFC 5758: parameters absent, not NULL
+      // RFC 5758 (and RFC 3279 for SHA-1): parameters absent, not NULL
+      return sequence([oid(hash === 'sha1' ? OID.ecdsaWithSha1 : OID.ecdsaWithSha256)]);
     case 'rsa':
-      return sequence([oid(OID.sha256WithRsa), primitive(Type.NULL, Buffer.alloc(0))]); // RFC 4055: NULL
+      // RFC 4055 (and RFC 3279 for SHA-1): NULL
+      return sequence([oid(hash === 'sha1' ? OID.sha1WithRsa : OID.sha256WithRsa), primitive(Type.NULL, Buffer.alloc(0))]);
     default:
       throw new CertError(`can't sign with a ${String(signer.asymmetricKeyType)} key (use --key-type ecdsa-p256, rsa-2048 or rsa-3072)`);
   }
@@ -128,9 +141,15 @@ export function subjectNameOf(cert: X509Certificate): Asn1 {
 
 // Extensions: each builder returns one Extension ready for CertificateSpec.extensions.
 
-export function basicConstraintsExtension({ ca }: { ca: boolean }): Asn1 {
-  // cA FALSE is the DER default, so a leaf's value is an empty SEQUENCE. pathLen 0: the CA signs leaves only.
-  const value = ca ? sequence([primitive(Type.BOOLEAN, Buffer.from([0xff])), integer(Buffer.from([0]))]) : sequence([]);
+/** pathLen (CAs only, default 0: the CA signs leaves only) counts the intermediates allowed below; null: no limit. */
+export function basicConstraintsExtension({ ca, pathLen = 0 }: { ca: boolean; pathLen?: number | null }): Asn1 {
+  // cA FALSE is the DER default, so a leaf's value is an empty SEQUENCE.
+  const caFields = [primitive(Type.BOOLEAN, Buffer.from([0xff]))];
+  if (pathLen !== null) {
+    if (!Number.isInteger(pathLen) || pathLen < 0 || pathLen > 127) throw new CertError(`pathLen ${pathLen}: expected 0..127`);
+    caFields.push(integer(Buffer.from([pathLen]))); // 0..127: one content octet, no sign byte needed
+  }
+  const value = ca ? sequence(caFields) : sequence([]);
   return extension(OID.basicConstraints, true, value);
 }
 
