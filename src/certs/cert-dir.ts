@@ -170,7 +170,7 @@ export function writeClientPair(prefix: string, pair: Pair, force: boolean): { c
  * a temp file in the same directory (rename is atomic only within a filesystem), created with its
  * final mode (a key is never readable by others, not even for an instant), fsynced, renamed over.
  */
-function writeFileAtomic(
+export function writeFileAtomic(
   certDir: string,
   name: string,
   data: string,
@@ -206,7 +206,7 @@ export function syncDir(certDir: string): void {
   }
 }
 
-function certDirError(certDir: string, what: string, err: unknown): EchodError {
+export function certDirError(certDir: string, what: string, err: unknown): EchodError {
   return ioError(`--cert-dir ${certDir}`, what, err, 'choose another --cert-dir');
 }
 

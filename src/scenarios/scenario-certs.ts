@@ -10,12 +10,10 @@
 // is the one slow step. The leaves are not written: they are cheap (P-256 keys, native signing)
 // and made again at every call, which is what keeps `expired` and `not-yet-valid` honest.
 
-import { X509Certificate, createPrivateKey, generateKeyPair, randomBytes, type KeyObject } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate, createPrivateKey, generateKeyPair, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { EchodError, systemErrorCode } from '../errors';
-import { makeDirectories, readCertDirFile, requireGeneratedPair, syncDir, type Pair } from '../certs/cert-dir';
+import { certDirError, makeDirectories, readCertDirFile, requireGeneratedPair, syncDir, writeFileAtomic, type Pair } from '../certs/cert-dir';
 import { spkiOf } from '../certs/inspect';
 import { createCa, pairOf } from '../certs/issue';
 import { exportKey } from '../certs/tls-material';
@@ -123,7 +121,7 @@ export async function ensureScenarioCertificates(opts: ScenarioCertOptions): Pro
   try {
     makeDirectories(dir, DIR_MODE);
   } catch (err) {
-    throw ioError(dir, "can't create the directory", err);
+    throw certDirError(dir, "can't create the directory", err);
   }
   const leafValidity = validityFrom(now, -LEAF_BACKDATE_MS, LEAF_DAYS * DAY_MS);
   const kept = {
@@ -343,27 +341,3 @@ function writePair(dir: string, certFile: string, keyFile: string, pair: Pair): 
   writeFileAtomic(dir, certFile, pair.certPem, CERT_MODE);
 }
 
-/** Replaces dir/name with `data`: a temp file created with its final mode, fsynced, renamed over (call syncDir after). */
-function writeFileAtomic(dir: string, name: string, data: string, mode: number): void {
-  const tmp = join(dir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let fd: number | undefined;
-  try {
-    fd = openSync(tmp, 'wx', mode);
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, join(dir, name));
-  } catch (err) {
-    if (fd !== undefined) closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw ioError(dir, `can't write ${name}`, err);
-  }
-}
-
-function ioError(dir: string, what: string, err: unknown): EchodError {
-  const why = systemErrorCode(err) === 'EACCES' ? 'permission denied' : (err as Error).message;
-  return new EchodError('ECHOD_CERT_IO', `${dir}: ${what}: ${why} (make it writable by the user the daemon runs as, or choose another --cert-dir)`, {
-    cause: err,
-  });
-}
