@@ -217,7 +217,7 @@ test('under a local CA that allows an intermediate, intermediate verifies and in
   const ca = readFileSync(caFile);
   const byScenario = byName(certs);
   assert.equal(await handshake(t, byScenario.intermediate, ca), 'OK');
-  assert.equal(await handshake(t, byScenario['incomplete-chain'], ca), 'UNABLE_TO_VERIFY_LEAF_SIGNATURE unable to verify the first certificate');
+  assert.equal(await handshake(t, byScenario['incomplete-chain'], ca), 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
 });
 
 /** A TLS server on 127.0.0.1:0 with the scenario's key and cert; throws what loading them throws. */
@@ -229,14 +229,18 @@ async function startScenarioServer(t: TestContext, cert: ScenarioCert, serverOpt
   return (server.address() as AddressInfo).port;
 }
 
-/** 'OK' when a client trusting `ca` completes the handshake to the scenario's server name, else "<code> <message>". */
-async function handshake(t: TestContext, cert: ScenarioCert, ca: Buffer, options: { client?: tls.ConnectionOptions; server?: tls.TlsOptions } = {}): Promise<string> {
+/**
+ * 'OK' when a client trusting `ca` completes the handshake to the scenario's server name, else the
+ * error code; with `message`, "<code> <message>" (Node 24 appends advice to some messages, so only
+ * codes are compared across versions).
+ */
+async function handshake(t: TestContext, cert: ScenarioCert, ca: Buffer, options: { client?: tls.ConnectionOptions; server?: tls.TlsOptions; message?: boolean } = {}): Promise<string> {
   const port = await startScenarioServer(t, cert, options.server);
   const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: `${cert.name}.${DOMAIN}`, ...options.client });
   t.after(() => socket.destroy());
   return once(socket, 'secureConnect').then(
     () => 'OK',
-    (err: NodeJS.ErrnoException) => `${err.code} ${err.message}`,
+    (err: NodeJS.ErrnoException) => (options.message === true ? `${err.code} ${err.message}` : String(err.code)),
   );
 }
 
@@ -246,13 +250,13 @@ test('a Node TLS client meets each scenario on a real socket', async (t) => {
   const certs = byName(await ensureScenarioCertificates({ certDir, domain: DOMAIN }));
   const expected: Partial<Record<ScenarioCertName, string>> = {
     valid: 'OK',
-    expired: 'CERT_HAS_EXPIRED certificate has expired',
-    'not-yet-valid': 'CERT_NOT_YET_VALID certificate is not yet valid',
-    'wrong-host': `ERR_TLS_CERT_ALTNAME_INVALID Hostname/IP does not match certificate's altnames: Host: wrong-host.${DOMAIN}. is not in the cert's altnames: DNS:other.invalid`,
-    'self-signed': 'DEPTH_ZERO_SELF_SIGNED_CERT self-signed certificate',
-    'untrusted-root': 'SELF_SIGNED_CERT_IN_CHAIN self-signed certificate in certificate chain',
-    'incomplete-chain': 'UNABLE_TO_VERIFY_LEAF_SIGNATURE unable to verify the first certificate',
-    'wrong-eku': 'INVALID_PURPOSE unsuitable certificate purpose',
+    expired: 'CERT_HAS_EXPIRED',
+    'not-yet-valid': 'CERT_NOT_YET_VALID',
+    'wrong-host': 'ERR_TLS_CERT_ALTNAME_INVALID',
+    'self-signed': 'DEPTH_ZERO_SELF_SIGNED_CERT',
+    'untrusted-root': 'SELF_SIGNED_CERT_IN_CHAIN',
+    'incomplete-chain': 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+    'wrong-eku': 'INVALID_PURPOSE',
     // tls.checkServerIdentity falls back to the CN when there are no DNS SANs: Node accepts no-san.
     'no-san': 'OK',
   };
@@ -263,20 +267,17 @@ test('a Node TLS client meets each scenario on a real socket', async (t) => {
   assert.equal(certs['no-san'].leaf.checkHost(`no-san.${DOMAIN}`, { subject: 'never' }), undefined);
   assert.equal(certs['no-san'].leaf.checkHost(`no-san.${DOMAIN}`), `no-san.${DOMAIN}`);
 
-  // sha1: at Node's default security level (1) the server itself refuses to load it ...
-  await assert.rejects(startScenarioServer(t, certs.sha1), { code: 'ERR_SSL_CA_MD_TOO_WEAK' });
-  // ... so it must serve at level 0; then the client refuses it (Node 20 has no name for the code).
-  assert.equal(
-    await handshake(t, certs.sha1, ca, { server: { ciphers: 'DEFAULT@SECLEVEL=0' } }),
-    'UNSPECIFIED CA signature digest algorithm too weak',
-  );
+  // sha1: Node 20's server refuses even to load it at its default security level
+  // (ERR_SSL_CA_MD_TOO_WEAK), so it is served at level 0; the client refuses it then.
+  const sha1 = await handshake(t, certs.sha1, ca, { server: { ciphers: 'DEFAULT@SECLEVEL=0' }, message: true });
+  assert.match(sha1, /digest algorithm too weak/, sha1);
 
   // rsa-1024: refused from security level 2 (80-bit keys pass level 1, Node's default), on either side.
-  t.diagnostic(`rsa-1024 at Node's default security level: ${await handshake(t, certs['rsa-1024'], ca)}`);
-  assert.equal(
-    await handshake(t, certs['rsa-1024'], ca, { client: { ciphers: 'DEFAULT@SECLEVEL=2' } }),
-    'UNSPECIFIED EE certificate key too weak',
-  );
+  // (Node 24's server refuses to load it at its default level: ERR_SSL_EE_KEY_TOO_SMALL.)
+  const atDefault = await handshake(t, certs['rsa-1024'], ca).catch((err: NodeJS.ErrnoException) => `server refuses it: ${err.code}`);
+  t.diagnostic(`rsa-1024 at Node's default security level: ${atDefault}`);
+  const rsa1024 = await handshake(t, certs['rsa-1024'], ca, { server: { ciphers: 'DEFAULT@SECLEVEL=0' }, client: { ciphers: 'DEFAULT@SECLEVEL=2' }, message: true });
+  assert.match(rsa1024, /key too weak|key too small/i, rsa1024);
   await assert.rejects(startScenarioServer(t, certs['rsa-1024'], { ciphers: 'DEFAULT@SECLEVEL=2' }), { code: 'ERR_SSL_EE_KEY_TOO_SMALL' });
 });
 
