@@ -118,6 +118,9 @@ function slowEcho(socket: TLSSocket, delayMs: number, setTimer: (timer: NodeJS.T
   let pending: Buffer | undefined;
   let ended = false;
   let writeBlocked = false;
+  // A server made with allowHalfOpen false (Node's default) ends our side as soon as the client's
+  // FIN is read, which would drop the chunk still waiting; 'end' below ends it after that chunk.
+  socket.allowHalfOpen = true;
 
   const resumeIfIdle = (): void => {
     if (pending === undefined && !writeBlocked && !socket.destroyed) socket.resume();
