@@ -8,6 +8,7 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { EchoSession, type CloseReason, type SessionLimits } from '../daemon/session';
 import { HANDSHAKE_FAILURE, UNRECOGNIZED_NAME, alertRecord } from './alert';
+import { BEHAVIOURS, runBehaviour, type Behaviour } from './behaviour';
 import { scenarioForServerName } from './catalogue';
 import { readClientHello } from './peek-hello';
 
@@ -150,6 +151,11 @@ export class ScenarioServer {
     conn.established = true;
     clearTimeout(conn.timer);
     this.events.onOpen(scenario, performance.now() - conn.acceptedAt);
+    if (isBehaviour(scenario)) {
+      // The session is the scenario's misbehaviour; the idle and lifetime limits don't apply to it.
+      runBehaviour(scenario, socket, { delayMs: this.options.delayMs, onClose: () => this.report(conn, conn.reason ?? 'peer-closed') });
+      return;
+    }
     new EchoSession(socket, this.options.limits, (session) => this.report(conn, session.reason ?? 'peer-closed'));
   }
 
@@ -160,4 +166,8 @@ export class ScenarioServer {
     this.connections.delete(conn);
     this.events.onClosed(conn.scenario, reason);
   }
+}
+
+function isBehaviour(name: string): name is Behaviour {
+  return (BEHAVIOURS as readonly string[]).includes(name);
 }

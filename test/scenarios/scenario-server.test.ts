@@ -119,3 +119,17 @@ test('scenario server: slow-handshake answers after the delay; stall-handshake n
   await until(() => s.server.size === 0, 5000, 'every connection reported');
   assert.deepEqual(s.closed.find((c) => c.scenario === 'stall-handshake')?.reason, 'handshake-timeout');
 });
+
+test('scenario server: behaviour scenarios run after a correct handshake', async (t) => {
+  const s = await start(t, { delayMs: 200 });
+  const closed = await tryEcho(s.port, s.ca, at('close-after-handshake'));
+  assert.equal(closed.secure, true);
+  assert.equal(closed.echoed, '');
+  assert.equal(closed.error, undefined, 'a clean close_notify');
+  const began = performance.now();
+  assert.equal((await tryEcho(s.port, s.ca, at('slow-echo'))).echoed, 'ping');
+  assert.ok(performance.now() - began >= 200, 'no sooner than the delay');
+  assert.equal((await tryEcho(s.port, s.ca, at('small-records'))).echoed, 'ping');
+  await until(() => s.server.size === 0, 5000, 'every connection reported');
+  assert.deepEqual(s.opened, ['close-after-handshake', 'slow-echo', 'small-records']);
+});
