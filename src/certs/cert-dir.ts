@@ -47,9 +47,13 @@ export function requireGeneratedPair(certDir: string, kind: PairKind): Pair {
 
 /** The pair `kind` in certDir, parsed and checked that the key matches, or the problem in words. */
 export function readGeneratedPair(certDir: string, kind: PairKind): PairRead {
-  const files = PAIR_FILES[kind];
-  const certText = readCertDirFile(certDir, files.cert);
-  const keyText = readCertDirFile(certDir, files.key);
+  return readPairFiles(certDir, PAIR_FILES[kind]);
+}
+
+/** The certificate and key files `files` in dir, parsed and checked that the key matches, or the problem in words. */
+export function readPairFiles(dir: string, files: { readonly cert: string; readonly key: string }): PairRead {
+  const certText = readCertDirFile(dir, files.cert);
+  const keyText = readCertDirFile(dir, files.key);
   if (certText === undefined) return { problem: `${files.cert}: no such file` };
   if (keyText === undefined) return { problem: `${files.key}: no such file` };
   let cert: X509Certificate;
@@ -125,10 +129,20 @@ export function tightenKeyModes(certDir: string): void {
 
 /** Replaces the pair `kind` in certDir (each file atomically; call syncDir after the last). */
 export function writePair(certDir: string, kind: PairKind, pair: Pair): void {
+  writePairFiles(certDir, PAIR_FILES[kind], pair);
+}
+
+/** Replaces the certificate and key files `files` in dir: key 0600 first, then certificate 0644, each atomically; call syncDir after. */
+export function writePairFiles(dir: string, files: { readonly cert: string; readonly key: string }, pair: Pair): void {
   // A crash between the two writes leaves a key that doesn't match its certificate, which the
-  // next start detects and replaces.
-  writeFileAtomic(certDir, PAIR_FILES[kind].key, pair.keyPem, KEY_MODE);
-  writeFileAtomic(certDir, PAIR_FILES[kind].cert, pair.certPem, CERT_MODE);
+  // next read detects (readPairFiles), so the pair is made again.
+  writeFileAtomic(dir, files.key, pair.keyPem, KEY_MODE);
+  writeFileAtomic(dir, files.cert, pair.certPem, CERT_MODE);
+}
+
+/** Replaces `name` in dir with a private key's PEM, mode 0600, atomically; call syncDir after. */
+export function writeKeyFile(dir: string, name: string, pem: string): void {
+  writeFileAtomic(dir, name, pem, KEY_MODE);
 }
 
 /** Replaces `name` in certDir with `text`, mode 0644 (a public file: a certificate, a CRL), atomically and durably. */

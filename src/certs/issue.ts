@@ -27,7 +27,8 @@ import {
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
-async function generateKey(keyType: KeyType): Promise<KeyObject> {
+/** A new private key of `keyType`. */
+export async function generateKey(keyType: KeyType): Promise<KeyObject> {
   const { privateKey } =
     keyType === 'ecdsa-p256'
       ? await generateKeyPairAsync('ec', { namedCurve: 'P-256' })
@@ -40,23 +41,27 @@ export interface CaOptions {
   readonly commonName?: string;
   /** Intermediates allowed below the CA (basicConstraints pathLen); default 0, null for no limit. */
   readonly pathLen?: number | null;
+  /** The CA that signs it, making it an intermediate; default: self-signed (a root). */
+  readonly issuer?: Pair;
 }
 
-/** A new self-signed CA. */
+/** A new CA: a self-signed root, or an intermediate signed by `options.issuer`. */
 export async function createCa(keyType: KeyType, validity: Validity, options: CaOptions = {}): Promise<Pair> {
   const key = await generateKey(keyType);
   const spki = spkiOf(key);
   const name = distinguishedName(options.commonName ?? `tls-echod local CA (${hostname()})`);
+  const issuer = options.issuer;
   const der = signCertificate({
-    issuer: name,
+    issuer: issuer === undefined ? name : subjectNameOf(issuer.cert),
     subject: name,
     validity,
     spki,
-    signer: key,
+    signer: issuer?.key ?? key,
     extensions: [
       basicConstraintsExtension({ ca: true, pathLen: options.pathLen }),
       keyUsageExtension(KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign),
       subjectKeyIdentifierExtension(keyIdentifier(spki)),
+      ...(issuer === undefined ? [] : [authorityKeyIdentifierExtension(keyIdentifier(spkiOf(issuer.cert.publicKey)))]),
     ],
   });
   return pairOf(der, key);

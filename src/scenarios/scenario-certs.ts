@@ -13,9 +13,9 @@
 import { X509Certificate, createPrivateKey, generateKeyPair, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { certDirError, makeDirectories, readCertDirFile, requireGeneratedPair, syncDir, writeFileAtomic, type Pair } from '../certs/cert-dir';
+import { prepareCertDir, readCertDirFile, readPairFiles, requireGeneratedPair, syncDir, writeKeyFile, writePairFiles, type Pair } from '../certs/cert-dir';
 import { spkiOf } from '../certs/inspect';
-import { createCa, pairOf } from '../certs/issue';
+import { createCa, generateKey, pairOf } from '../certs/issue';
 import { exportKey } from '../certs/tls-material';
 import {
   KEY_USAGE,
@@ -77,6 +77,8 @@ export const SCENARIO_FILES = {
   intermediateCaKey: 'intermediate-ca-key.pem',
   rsa1024Key: 'rsa-1024-key.pem',
 } as const;
+const UNTRUSTED_CA_FILES = { cert: SCENARIO_FILES.untrustedCa, key: SCENARIO_FILES.untrustedCaKey } as const;
+const INTERMEDIATE_CA_FILES = { cert: SCENARIO_FILES.intermediateCa, key: SCENARIO_FILES.intermediateCaKey } as const;
 
 export const UNTRUSTED_CA_NAME = 'tls-echod untrusted CA';
 export const INTERMEDIATE_CA_NAME = 'tls-echod scenario intermediate CA';
@@ -99,9 +101,6 @@ const EXPIRED = { startDaysAgo: 30, endDaysAgo: 1 } as const;
  */
 const NOT_YET_VALID_START_DAYS = 30;
 const UNTRUSTED_CA_YEARS = 10;
-const KEY_MODE = 0o600;
-const CERT_MODE = 0o644;
-const DIR_MODE = 0o700;
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -118,11 +117,7 @@ export async function ensureScenarioCertificates(opts: ScenarioCertOptions): Pro
   const now = opts.now ?? new Date();
   const localCa = requireGeneratedPair(opts.certDir, 'ca');
   const dir = join(opts.certDir, SCENARIO_FILES.dir);
-  try {
-    makeDirectories(dir, DIR_MODE);
-  } catch (err) {
-    throw certDirError(dir, "can't create the directory", err);
-  }
+  prepareCertDir(dir);
   const leafValidity = validityFrom(now, -LEAF_BACKDATE_MS, LEAF_DAYS * DAY_MS);
   const kept = {
     untrustedCa: await ensureUntrustedCa(dir, now, leafValidity),
@@ -211,7 +206,7 @@ function leafSpec(name: ScenarioCertName, context: LeafContext): LeafSpec {
 }
 
 async function issueScenario(spec: LeafSpec): Promise<ScenarioCert> {
-  const key = spec.key ?? (await generateKeyPairAsync('ec', { namedCurve: 'P-256' })).privateKey;
+  const key = spec.key ?? (await generateKey('ecdsa-p256'));
   const spki = spkiOf(key);
   const subject = distinguishedName(spec.commonName);
   const issuerSpki = spec.issuer === undefined ? spki : spkiOf(spec.issuer.cert.publicKey);
@@ -247,13 +242,13 @@ async function issueScenario(spec: LeafSpec): Promise<ScenarioCert> {
 
 /** The untrusted CA, kept while it is ours and outlasts a new leaf; else a new one (P-256, 10 years). */
 async function ensureUntrustedCa(dir: string, now: Date, leafValidity: Validity): Promise<Pair> {
-  const kept = readPair(dir, SCENARIO_FILES.untrustedCa, SCENARIO_FILES.untrustedCaKey);
+  const kept = readPairFiles(dir, UNTRUSTED_CA_FILES).pair;
   if (kept !== undefined && kept.cert.ca && isIssuedBy(kept.cert, kept.cert) && covers(kept.cert, now, leafValidity)) return kept;
   const notBefore = new Date(leafValidity.notBefore);
   const notAfter = new Date(notBefore);
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + UNTRUSTED_CA_YEARS);
   const ca = await createCa('ecdsa-p256', { notBefore, notAfter }, { commonName: UNTRUSTED_CA_NAME });
-  writePair(dir, SCENARIO_FILES.untrustedCa, SCENARIO_FILES.untrustedCaKey, ca);
+  writePairFiles(dir, UNTRUSTED_CA_FILES, ca);
   return ca;
 }
 
@@ -264,25 +259,11 @@ async function ensureUntrustedCa(dir: string, now: Date, leafValidity: Validity)
  * ("path length constraint exceeded") until the local CA allows one.
  */
 async function ensureIntermediateCa(dir: string, localCa: Pair, now: Date, leafValidity: Validity): Promise<Pair> {
-  const kept = readPair(dir, SCENARIO_FILES.intermediateCa, SCENARIO_FILES.intermediateCaKey);
+  const kept = readPairFiles(dir, INTERMEDIATE_CA_FILES).pair;
   if (kept !== undefined && kept.cert.ca && isIssuedBy(kept.cert, localCa.cert) && covers(kept.cert, now, leafValidity)) return kept;
-  const { privateKey: key } = await generateKeyPairAsync('ec', { namedCurve: 'P-256' });
-  const spki = spkiOf(key);
-  const der = signCertificate({
-    issuer: subjectNameOf(localCa.cert),
-    subject: distinguishedName(INTERMEDIATE_CA_NAME),
-    validity: { notBefore: leafValidity.notBefore, notAfter: new Date(localCa.cert.validTo) },
-    spki,
-    signer: localCa.key,
-    extensions: [
-      basicConstraintsExtension({ ca: true }),
-      keyUsageExtension(KEY_USAGE.keyCertSign | KEY_USAGE.cRLSign),
-      subjectKeyIdentifierExtension(keyIdentifier(spki)),
-      authorityKeyIdentifierExtension(keyIdentifier(spkiOf(localCa.cert.publicKey))),
-    ],
-  });
-  const intermediate = pairOf(der, key);
-  writePair(dir, SCENARIO_FILES.intermediateCa, SCENARIO_FILES.intermediateCaKey, intermediate);
+  const validity = { notBefore: leafValidity.notBefore, notAfter: new Date(localCa.cert.validTo) };
+  const intermediate = await createCa('ecdsa-p256', validity, { commonName: INTERMEDIATE_CA_NAME, issuer: localCa });
+  writePairFiles(dir, INTERMEDIATE_CA_FILES, intermediate);
   return intermediate;
 }
 
@@ -298,7 +279,7 @@ async function ensureRsa1024Key(dir: string): Promise<KeyObject> {
     }
   }
   const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength: 1024 });
-  writeFileAtomic(dir, SCENARIO_FILES.rsa1024Key, exportKey(privateKey), KEY_MODE);
+  writeKeyFile(dir, SCENARIO_FILES.rsa1024Key, exportKey(privateKey));
   return privateKey;
 }
 
@@ -316,28 +297,3 @@ function validityFrom(now: Date, startMs: number, lengthMs: number): Validity {
   const notBefore = new Date(Math.floor((now.getTime() + startMs) / 1000) * 1000);
   return { notBefore, notAfter: new Date(notBefore.getTime() + lengthMs) };
 }
-
-// ---------------------------------------------------------------------------------------------
-// Files: as cert-dir.ts writes --cert-dir (key first, each atomically, the key never readable by others)
-
-/** The pair in dir, or undefined when a file is missing, unparsable, or the key doesn't match. */
-function readPair(dir: string, certFile: string, keyFile: string): Pair | undefined {
-  const certText = readCertDirFile(dir, certFile);
-  const keyText = readCertDirFile(dir, keyFile);
-  if (certText === undefined || keyText === undefined) return undefined;
-  try {
-    const cert = new X509Certificate(certText);
-    const key = createPrivateKey(keyText);
-    if (!cert.checkPrivateKey(key)) return undefined;
-    return { cert, key, certPem: cert.toString(), keyPem: exportKey(key) };
-  } catch {
-    return undefined;
-  }
-}
-
-function writePair(dir: string, certFile: string, keyFile: string, pair: Pair): void {
-  // A crash between the two leaves a key that doesn't match: readPair refuses it, and it is made again.
-  writeFileAtomic(dir, keyFile, pair.keyPem, KEY_MODE);
-  writeFileAtomic(dir, certFile, pair.certPem, CERT_MODE);
-}
-
