@@ -61,8 +61,8 @@ export function notAfterOf(cert: X509Certificate): Date {
   return new Date(cert.validTo);
 }
 
-/** Node gives one RDN per line. */
-function distinguishedNameText(dn: string): string {
+/** An X509Certificate subject or issuer (one RDN a line) as one line: `C=DE, O=x, CN=y`. */
+export function distinguishedNameText(dn: string): string {
   return dn.split('\n').filter((rdn) => rdn !== '').join(', ');
 }
 

@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import type { RawSocket } from './handle-socket';
 import { EchoSession, type CloseReason, type SessionLimits } from './session';
 import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
+import { distinguishedNameText } from '../certs/inspect';
 import type { ClientAuthPolicy } from '../mtls/client-auth';
 import { clientCertProblem, isMissingClientCert } from '../mtls/refusal';
 
@@ -243,7 +244,7 @@ export class TlsEchoServer {
       if (socket.isSessionReused()) conn.resumed = true;
       if (socket.authorized) {
         const peer = socket.getPeerX509Certificate();
-        conn.clientSubject = peer?.subject.replace(/\n/g, ', ');
+        conn.clientSubject = peer && distinguishedNameText(peer.subject);
         conn.clientFingerprint256 = peer?.fingerprint256;
       }
     }
@@ -282,7 +283,7 @@ export class TlsEchoServer {
       reason: 'handshake-failed',
       problem: clientCertProblem(error),
       error,
-      clientSubject: peer?.subject.replace(/\n/g, ', '),
+      clientSubject: peer && distinguishedNameText(peer.subject),
     });
   }
 
