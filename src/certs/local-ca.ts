@@ -60,6 +60,9 @@ export function defaultSans(extra: readonly string[]): string[] {
  * would expire before a new leaf. Calls must not overlap (the supervisor owns certificate state):
  * two at once could each write a pair.
  */
+/** Intermediates the local CA allows below it (basicConstraints pathLen): the scenarios' one. */
+export const LOCAL_CA_PATH_LEN = 1;
+
 export async function ensureCertificates(opts: GenerateOptions): Promise<{ material: TlsMaterial; action: EnsureAction }> {
   const now = opts.now ?? new Date();
   const names = defaultSans(opts.sans);
@@ -74,7 +77,7 @@ export async function ensureCertificates(opts: GenerateOptions): Promise<{ mater
   let action: EnsureAction = 'renewed';
   // A leaf that outlives its CA stops verifying when the CA expires: replace the CA now instead.
   if (ca === undefined || notAfterOf(ca.cert) < validity.notAfter) {
-    ca = await createCa(opts.keyType, caValidity(now));
+    ca = await createCa(opts.keyType, caValidity(now), { pathLen: LOCAL_CA_PATH_LEN });
     writePair(opts.certDir, 'ca', ca);
     action = 'generated';
   }

@@ -59,6 +59,7 @@ function announce(config: Config, supervisor: Supervisor, logger: Logger, socket
   const material = supervisor.tls;
   const address = supervisor.addresses[0];
   const target = address ? formatHostPort(reachableHost(address.host), address.port) : '';
+  const scenarios = supervisor.scenarioAddress;
   const caFile = material.source === 'generated' ? path.join(config.certDir, 'ca.pem') : config.chainFile ?? config.certFile;
   logger.info('listening', {
     addresses: supervisor.addresses.map((a) => formatHostPort(a.host, a.port)),
@@ -70,6 +71,8 @@ function announce(config: Config, supervisor: Supervisor, logger: Logger, socket
     caFingerprint256: material.caInfo?.fingerprint256,
     notAfter: material.leaf.notAfter.toISOString(),
     clientAuth: config.clientAuth,
+    scenarios: scenarios === undefined ? undefined : formatHostPort(scenarios.host, scenarios.port),
+    scenarioDomain: scenarios === undefined ? undefined : config.scenarioDomain,
     try: `openssl s_client -connect ${target} -CAfile ${caFile} -verify_return_error -quiet${clientCertArgs(config)}`,
   });
 }

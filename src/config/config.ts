@@ -55,6 +55,12 @@ export interface Config {
   readonly drainTimeoutMs: number;
   readonly admin: HostPort | undefined;
   readonly renewCheckSec: number;
+  /** --scenarios: where the test-peer scenario listener listens; undefined = off. */
+  readonly scenarios: HostPort | undefined;
+  /** Scenario X is reached with the server name `X.<scenarioDomain>`. */
+  readonly scenarioDomain: string;
+  /** slow-handshake's and slow-echo's delay (ms). */
+  readonly scenarioDelayMs: number;
   /** The --config file this config was read from, for reload. */
   readonly configFile: string | undefined;
 }
@@ -140,6 +146,15 @@ function cidrItem(text: string): Cidr {
   return c;
 }
 
+/** A DNS name of one or more labels, no wildcard, no trailing dot; kept in lower case (SNI matching ignores case). */
+function domainParser(raw: Raw): string {
+  const text = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
+  if (text.length > 200 || isIP(text) || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(text)) {
+    throw new Problem(`must be a DNS name such as localhost or test.example, got ${JSON.stringify(raw)}`);
+  }
+  return text;
+}
+
 function sanItem(text: string): string {
   if (isIP(text) || /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$/.test(text)) return text;
   throw new Problem(`${JSON.stringify(text)} is neither a DNS name nor an IP address`);
@@ -195,6 +210,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { field: 'drainTimeoutMs', flag: 'drain-timeout', arg: '<ms>', description: 'on shutdown, time sessions get to finish before they are closed (ms)', defaultText: '10000', default: 10000, parse: intParser(0, 3_600_000, MS) },
   { field: 'admin', flag: 'admin', arg: '<host:port>', description: 'admin HTTP listener for /metrics, /healthz, /readyz (off by default; keep it on loopback)', defaultText: 'off', default: undefined, parse: hostPortParser },
   { field: 'renewCheckSec', flag: 'renew-check', arg: '<s>', description: 'how often a self-generated leaf is checked for renewal (s)', defaultText: '3600', default: 3600, parse: intParser(1, 86400, ' (s)') },
+  { field: 'scenarios', flag: 'scenarios', arg: '<host:port>', description: 'listener for the test-peer scenarios, chosen by SNI (docs/testing-clients.md)', defaultText: 'off', default: undefined, parse: hostPortParser },
+  { field: 'scenarioDomain', flag: 'scenario-domain', arg: '<domain>', description: 'scenario X is served as the server name X.<domain>', defaultText: 'localhost', default: 'localhost', parse: domainParser },
+  { field: 'scenarioDelayMs', flag: 'scenario-delay', arg: '<ms>', description: "slow-handshake's and slow-echo's delay (ms)", defaultText: '2000', default: 2000, parse: intParser(0, 600_000, MS) },
 ];
 
 export const ENV_PREFIX = 'TLS_ECHOD_';
@@ -281,6 +299,9 @@ export function loadConfig(sources: ConfigSources): Config {
 }
 
 function crossCheck(c: Config, problems: string[]): void {
+  if (c.scenarios !== undefined && c.scenarios.port !== 0 && c.scenarios.port === c.listen.port && c.scenarios.host === c.listen.host) {
+    problems.push(`--scenarios ${formatHostPort(c.scenarios.host, c.scenarios.port)} is the --listen address: give the scenario listener a port of its own`);
+  }
   if ((c.certFile === undefined) !== (c.keyFile === undefined)) {
     problems.push('--cert and --key go together: give both to serve your own certificate, or neither to generate one in --cert-dir');
   }

@@ -21,6 +21,10 @@ import { PendingQueue } from './pending-queue';
 import { SdNotifier } from '../ops/systemd';
 import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 import { WorkerPool } from './worker-pool';
+import { SCENARIOS } from '../scenarios/catalogue';
+import { makeScenarioMaterial, type ScenarioMaterial } from '../scenarios/scenario-cert-process';
+import { ScenarioServer, type ScenarioSettings } from '../scenarios/scenario-server';
+import { dh1024Parameters, scenarioTlsOptions } from '../scenarios/scenario-tls';
 
 const TICKET_KEYS_BYTES = 48;
 const SWEEP_INTERVAL_MS = 10_000;
@@ -28,6 +32,11 @@ const SWEEP_INTERVAL_MS = 10_000;
 const STATUS_INTERVAL_MS = 5_000;
 /** After the drain deadline, how long closed sessions get to report before we exit anyway (ms). */
 const FINAL_CLOSE_GRACE_MS = 2000;
+/**
+ * Scenario certificates are made again once they are this old (ms): well before not-yet-valid's
+ * leaf, which starts 30 days after they were made, would become valid.
+ */
+const SCENARIO_RENEW_AFTER_MS = 7 * 86_400_000;
 
 export interface SupervisorOptions {
   /** Builds a fresh Config from the same sources (flags, env, file): used by reload. */
@@ -56,6 +65,10 @@ export function tlsSettingsOf(config: Config): TlsSettings {
   };
 }
 
+export function scenarioSettingsOf(config: Config): ScenarioSettings {
+  return { domain: config.scenarioDomain, delayMs: config.scenarioDelayMs, handshakeTimeoutMs: config.handshakeTimeoutMs, limits: tlsSettingsOf(config) };
+}
+
 export class Supervisor {
   private config: Config;
   private material!: TlsMaterial;
@@ -65,6 +78,12 @@ export class Supervisor {
   private readonly pending: PendingQueue<Held>;
   private pool: WorkerPool | undefined;
   private readonly listeners: net.Server[] = [];
+  /** The test-peer scenarios (--scenarios): served here, whatever --workers is. */
+  private scenarioServer: ScenarioServer | undefined;
+  private scenarioListener: net.Server | undefined;
+  private scenarioMaterial: ScenarioMaterial | undefined;
+  /** --scenario-domain as at start: the certificates name it, so a reload can't change it. */
+  private scenarioDomain = '';
   private readonly refusalLog: SampledLog;
   private readonly notifier: SdNotifier;
   readonly metrics: Metrics;
@@ -112,6 +131,12 @@ export class Supervisor {
     });
   }
 
+  /** Where the scenario listener listens (after start), or undefined when scenarios are off. */
+  get scenarioAddress(): HostPort | undefined {
+    const a = this.scenarioListener?.address() as net.AddressInfo | null | undefined;
+    return a ? { host: a.address, port: a.port } : undefined;
+  }
+
   get adminAddress(): HostPort | undefined {
     return this.adminBound;
   }
@@ -136,6 +161,7 @@ export class Supervisor {
     this.clientAuth = await loadClientAuthPolicy(this.config, this.material, this.logger, this.options.clock?.());
     this.logClientAuth('start');
     this.updateCertificateMetrics();
+    if (this.config.scenarios !== undefined) await this.startScenarios();
     const pool = new WorkerPool(
       {
         workers: this.config.workers,
@@ -164,6 +190,7 @@ export class Supervisor {
       this.adminBound = await this.admin.listen();
     }
     await this.listen();
+    if (this.scenarioServer !== undefined) await this.listenForScenarios(this.config.scenarios!);
     this.startTimers();
     this.ready = true;
     this.notifier.ready(this.statusText());
@@ -211,6 +238,77 @@ export class Supervisor {
       this.listeners.push(server);
     }
   }
+
+  /** Makes the scenario certificates (in a child) and the server that serves them. */
+  private async startScenarios(): Promise<void> {
+    this.scenarioDomain = this.config.scenarioDomain;
+    this.scenarioMaterial = await this.makeScenarioMaterial(this.options.clock?.() ?? new Date());
+    this.scenarioServer = new ScenarioServer(
+      scenarioSettingsOf(this.config),
+      scenarioTlsOptionsOf(this.scenarioMaterial),
+      {
+        onScenario: (scenario) => this.metrics.scenarioSession(scenario),
+        onOpen: (handshakeMs) => this.metrics.handshakeCompleted(handshakeMs),
+        onClosed: this.poolOnClosed,
+      },
+      this.logger,
+    );
+    this.metrics.scenariosServed(SCENARIOS.map((s) => s.name));
+  }
+
+  private async makeScenarioMaterial(now: Date): Promise<ScenarioMaterial> {
+    const material = await makeScenarioMaterial(this.config.certDir, this.scenarioDomain, now);
+    if (!material.intermediateAllowed) {
+      this.logger.warn(
+        'the local CA allows no intermediate below it (pathlen:0), so clients refuse the `intermediate` scenario too; `tls-echod cert generate --force` makes a CA that allows one (clients must trust the new ca.pem)',
+        { certDir: this.config.certDir },
+      );
+    }
+    return material;
+  }
+
+  // Its own listener, never the inline HandleSocket path: reading the ClientHello before any TLS
+  // server has the connection needs a net.Socket (scenarios/peek-hello.ts).
+  private async listenForScenarios(address: HostPort): Promise<void> {
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.scenarioOnConnection);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new ListenError(`--scenarios ${formatHostPort(address.host, address.port)}: ${describeListenError(err, '--scenarios')}`, { cause: err })));
+      server.listen({ host: address.host, port: address.port, backlog: 511 }, () => {
+        server.removeAllListeners('error');
+        server.on('error', this.listenerOnError);
+        resolve();
+      });
+    });
+    this.scenarioListener = server;
+  }
+
+  // The same admission and session slots as the main listener; no waiting for a slot, though:
+  // the pending queue hands connections to workers, and scenarios are served here.
+  private readonly scenarioOnConnection = (socket: net.Socket): void => {
+    if (socket.remoteAddress === undefined) {
+      socket.destroy();
+      return;
+    }
+    const ip = normalizeAddress(socket.remoteAddress);
+    if (this.draining) {
+      this.refuse(socket, ip, 'shutdown');
+      return;
+    }
+    const refused = this.admission.admit(ip);
+    if (refused !== undefined) {
+      this.refuse(socket, ip, refused);
+      return;
+    }
+    if (this.held.size >= this.config.maxSessions) {
+      this.admission.release(ip);
+      this.refuse(socket, ip, 'pool-full');
+      return;
+    }
+    this.metrics.connectionAccepted();
+    const id = this.nextId++;
+    this.held.set(id, ip);
+    this.scenarioServer!.accept(socket, { id, ip, port: socket.remotePort ?? 0 });
+  };
 
   private startTimers(): void {
     const every = (ms: number, fn: () => void): void => {
@@ -329,15 +427,39 @@ export class Supervisor {
     if (this.draining) return;
     const now = this.options.clock?.() ?? new Date();
     if (this.clientAuth.localCrl) await this.resignCrlIfDue(now);
-    if (this.material.source !== 'generated' || !needsRenewal(this.material.leaf, now)) return;
+    let renewed = false;
+    if (this.material.source === 'generated' && needsRenewal(this.material.leaf, now)) {
+      try {
+        this.material = await loadTlsMaterial(this.config, this.logger, now);
+        this.pool?.setIdentity(this.identity());
+        this.updateCertificateMetrics();
+        this.metrics.reload(true);
+        renewed = true;
+      } catch (err) {
+        this.metrics.reload(false);
+        this.logger.error('certificate renewal failed; the current certificate keeps serving', { error: (err as Error).message });
+      }
+    }
+    // A renewed main leaf may come with a new local CA: the scenarios follow it.
+    if (renewed || this.scenarioRenewalDue(now)) await this.renewScenarios(now);
+  }
+
+  private scenarioRenewalDue(now: Date): boolean {
+    const material = this.scenarioMaterial;
+    return material !== undefined && now.getTime() - Date.parse(material.issuedAt) >= SCENARIO_RENEW_AFTER_MS;
+  }
+
+  // Every scenario certificate is made again, valid and expired alike, relative to `now`. A failure
+  // leaves the current ones serving, and is tried again at the next check.
+  private async renewScenarios(now: Date): Promise<void> {
+    if (this.scenarioServer === undefined) return;
     try {
-      this.material = await loadTlsMaterial(this.config, this.logger, now);
-      this.pool?.setIdentity(this.identity());
-      this.updateCertificateMetrics();
-      this.metrics.reload(true);
+      const material = await this.makeScenarioMaterial(now);
+      this.scenarioMaterial = material;
+      this.scenarioServer.setTlsOptions(scenarioTlsOptionsOf(material));
+      this.logger.info('renewed the scenario certificates', { certDir: this.config.certDir, issuedAt: material.issuedAt });
     } catch (err) {
-      this.metrics.reload(false);
-      this.logger.error('certificate renewal failed; the current certificate keeps serving', { error: (err as Error).message });
+      this.logger.error('renewing the scenario certificates failed; the current ones keep serving', { error: (err as Error).message });
     }
   }
 
@@ -382,7 +504,7 @@ export class Supervisor {
       const next = this.options.reloadConfig();
       const material = await loadTlsMaterial(next, this.logger, this.options.clock?.());
       const clientAuth = await loadClientAuthPolicy(next, material, this.logger, this.options.clock?.());
-      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec'] as const) {
+      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec', 'scenarios', 'scenarioDomain'] as const) {
         if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
           this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });
         }
@@ -394,6 +516,8 @@ export class Supervisor {
       this.admission.update(next);
       this.pending.setLimits(next.maxPending, next.pendingTimeoutMs);
       this.pool?.setSettings(tlsSettingsOf(next), next.logLevel);
+      // The domain stays the one the scenario certificates were made for, until a restart.
+      this.scenarioServer?.setSettings({ ...scenarioSettingsOf(next), domain: this.scenarioDomain });
       this.pool?.setIdentity(this.identity());
       this.logger.level = next.logLevel;
       this.updateCertificateMetrics();
@@ -438,11 +562,13 @@ export class Supervisor {
     this.notifier.stopping();
     // close() stops accepting now; its callback would wait for every inline session to end.
     for (const l of this.listeners) l.close();
+    this.scenarioListener?.close();
     for (const h of this.pending.drain()) this.refuseHeld(h, 'shutdown');
     for (const t of this.timers) clearInterval(t);
     if (!(await this.waitForSessions(this.config.drainTimeoutMs))) {
       this.logger.info('drain timeout: closing remaining sessions', { sessions: this.held.size });
       this.pool?.closeAll('shutdown');
+      this.scenarioServer?.closeAll('shutdown');
       await this.waitForSessions(FINAL_CLOSE_GRACE_MS);
     }
     await this.pool?.stop();
@@ -468,6 +594,10 @@ export class Supervisor {
       };
     });
   }
+}
+
+function scenarioTlsOptionsOf(material: ScenarioMaterial): ReturnType<typeof scenarioTlsOptions> {
+  return scenarioTlsOptions({ certs: material.certs, ecdsa: material.ecdsa, rsa: material.rsa, localCa: material.localCa, dh1024: dh1024Parameters() });
 }
 
 function listenError(target: { fd: number } | { host: string; port: number }, err: Error): ListenError {

@@ -100,4 +100,6 @@ export class MetricCounts {
   reloadsOk = 0;
   reloadsFailed = 0;
   workerRestarts = 0;
+  /** Connections per test-peer scenario, every name at 0 from the start; empty while scenarios are off. */
+  readonly scenarioSessions = new Map<string, number>();
 }

@@ -79,6 +79,16 @@ export function buildRegistry(counts: MetricCounts, options: MetricsOptions): Re
       this.inc({ result: 'failed' }, counts.reloadsFailed);
     },
   });
+  new Counter({
+    name: 'tls_echod_scenario_sessions_total',
+    help: 'Connections to the test-peer scenario listener, by the scenario their server name picked (--scenarios).',
+    labelNames: ['scenario'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [scenario, n] of counts.scenarioSessions) this.inc({ scenario }, n);
+    },
+  });
   counterOf(registry, 'tls_echod_worker_restarts_total', 'Worker processes restarted after they exited.', () => counts.workerRestarts);
 
   new Gauge({

@@ -72,6 +72,17 @@ export class Metrics {
     this.counts.workerRestarts++;
   }
 
+  /** Scenarios are served: each of `names` gets a series, at 0 until its first connection. */
+  scenariosServed(names: readonly string[]): void {
+    for (const name of names) if (!this.counts.scenarioSessions.has(name)) this.counts.scenarioSessions.set(name, 0);
+  }
+
+  /** A scenario connection's ClientHello named `scenario` (one of the names given to scenariosServed). */
+  scenarioSession(scenario: string): void {
+    const n = this.counts.scenarioSessions.get(scenario);
+    if (n !== undefined) this.counts.scenarioSessions.set(scenario, n + 1);
+  }
+
   /** The Prometheus text exposition of every metric, and the content type to serve it with. */
   async render(): Promise<{ contentType: string; body: string }> {
     this.registry ??= import('./metrics-exposition').then((m) => m.buildRegistry(this.counts, this.options));

@@ -2,9 +2,6 @@
 // listener serves, one server name each. The names are public interface: client test suites
 // hard-code them. `tls-echod scenarios`, GET /scenarios, docs/testing-clients.md and what the
 // listener serves are all this one list.
-//
-// Not wired into `serve` yet: the ClientHello reader, the scenario certificates and the listener
-// come next (see the issue).
 
 export type ScenarioCategory = 'certificate' | 'protocol' | 'client-certificate' | 'behaviour';
 

@@ -1,11 +1,9 @@
 // The TLS settings of each scenario (issue 15): what its tls.Server is made with. The certificate
 // scenarios serve their own certificate; every other scenario serves a correct leaf from the local
 // CA for its server name and differs in protocol, cipher or client-certificate policy only.
-// Not wired into `serve` yet.
 
 import type tls from 'node:tls';
 import { SCENARIOS } from './catalogue';
-import type { ScenarioCert } from './scenario-certs';
 
 /** A PEM key and certificate (with its chain). */
 export interface KeyCert {
@@ -13,9 +11,14 @@ export interface KeyCert {
   readonly cert: string;
 }
 
+/** A certificate scenario's key and certificate (leaf and the chain it sends). */
+export interface NamedKeyCert extends KeyCert {
+  readonly name: string;
+}
+
 export interface ScenarioTlsInputs {
   /** The certificate scenarios' certificates (scenario-certs.ts). */
-  readonly certs: readonly ScenarioCert[];
+  readonly certs: readonly NamedKeyCert[];
   /** An ECDSA leaf from the local CA naming every other scenario's server name. */
   readonly ecdsa: KeyCert;
   /** The same as an RSA-2048 leaf: RSA key exchange and DHE-RSA need an RSA certificate. */
@@ -58,7 +61,7 @@ export function scenarioTlsOptions(inputs: ScenarioTlsInputs): Map<string, tls.T
 }
 
 /** The names a leaf for the non-certificate scenarios must carry: `<name>.<domain>` for each. */
-export function namedScenarioServerNames(domain: string, certs: readonly ScenarioCert[]): string[] {
+export function namedScenarioServerNames(domain: string, certs: readonly { readonly name: string }[]): string[] {
   const own = new Set<string>(certs.map((c) => c.name));
   return SCENARIOS.filter((s) => !own.has(s.name)).map((s) => `${s.name}.${domain}`);
 }

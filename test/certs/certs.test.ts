@@ -120,7 +120,7 @@ test('generated certificates carry the extensions clients check', async (t) => {
   const caText = x509Text(join(certDir, 'ca.pem'));
   const leafText = x509Text(join(certDir, 'server.pem'));
 
-  assert.ok(caText.includes('X509v3 Basic Constraints: critical\n                CA:TRUE, pathlen:0'), caText);
+  assert.ok(caText.includes('X509v3 Basic Constraints: critical\n                CA:TRUE, pathlen:1'), caText);
   assert.ok(caText.includes('X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign'), caText);
   assert.ok(caText.includes(`Subject: CN = tls-echod local CA (${hostname()})`), caText);
   assert.ok(leafText.includes('X509v3 Basic Constraints: critical\n                CA:FALSE'), leafText);

@@ -23,6 +23,7 @@ import {
   type ScenarioCert,
   type ScenarioCertName,
 } from '../../src/scenarios/scenario-certs';
+import { allowsIntermediate } from '../../src/scenarios/scenario-cert-process';
 import { runCli } from '../helpers/daemon';
 
 const DAY_MS = 86_400_000;
@@ -182,8 +183,8 @@ test('openssl verify refuses each faulty scenario for its own reason', async (t)
     // The root is sent (badssl.com does too): the chain is whole, its root untrusted.
     'untrusted-root': 'self-signed certificate in certificate chain',
     'incomplete-chain': 'unable to get local issuer certificate',
-    // `cert generate` makes its CA with pathLen 0: no intermediate may sit below it (see the pathLen 1 test).
-    intermediate: 'path length constraint exceeded',
+    // `cert generate` makes its CA with pathLen 1: one intermediate may sit below it.
+    intermediate: 'OK',
     // OpenSSL (like Node and Python) falls back to the CN when a certificate has no SAN at all.
     'no-san': 'OK',
     sha1: 'CA signature digest algorithm too weak',
@@ -194,9 +195,9 @@ test('openssl verify refuses each faulty scenario for its own reason', async (t)
   const actual = Object.fromEntries(SCENARIO_CERT_NAMES.map((name) => [name, verify(caFile, files[name], name)]));
   assert.deepEqual(actual, expected);
 
-  // Given the intermediate, incomplete-chain's leaf fails exactly as intermediate's does.
+  // Given the intermediate, incomplete-chain's leaf verifies as intermediate's does: only the intermediate is missing.
   const intermediateCa = join(certDir, SCENARIO_FILES.dir, SCENARIO_FILES.intermediateCa);
-  assert.equal(verify(caFile, files['incomplete-chain'], 'incomplete-chain', { untrusted: intermediateCa }), 'path length constraint exceeded');
+  assert.equal(verify(caFile, files['incomplete-chain'], 'incomplete-chain', { untrusted: intermediateCa }), 'OK');
   // At security level 1 (OpenSSL's own default, and Node's), a 1024-bit RSA key passes; SHA-1 does not.
   const level1 = (name: ScenarioCertName): string =>
     openssl(['verify', '-auth_level', '1', '-CAfile', caFile, '-purpose', 'sslserver', files[name]]).output.trim();
@@ -337,4 +338,11 @@ test('the untrusted CA, the intermediate CA and the rsa-1024 key are kept; leave
 test('without a local CA in --cert-dir, says to make one', async (t) => {
   const certDir = tempDir(t);
   await assert.rejects(ensureScenarioCertificates({ certDir, domain: DOMAIN }), { code: 'ECHOD_CERT_INVALID', message: /ca\.pem: no such file/ });
+});
+
+test('allowsIntermediate reads the local CA\'s pathLen: 0 forbids the intermediate scenario, 1 or none allows it', async () => {
+  const validity = { notBefore: new Date(Date.now() - DAY_MS), notAfter: new Date(Date.now() + DAY_MS) };
+  assert.equal(allowsIntermediate((await createCa('ecdsa-p256', validity, { pathLen: 0 })).cert), false);
+  assert.equal(allowsIntermediate((await createCa('ecdsa-p256', validity, { pathLen: 1 })).cert), true);
+  assert.equal(allowsIntermediate((await createCa('ecdsa-p256', validity, { pathLen: null })).cert), true);
 });

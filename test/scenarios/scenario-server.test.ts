@@ -12,6 +12,7 @@ import { requireGeneratedPair } from '../../src/certs/cert-dir';
 import { createLeaf } from '../../src/certs/issue';
 import type { CloseReason } from '../../src/daemon/session';
 import { ensureScenarioCertificates } from '../../src/scenarios/scenario-certs';
+import { createLogger } from '../../src/ops/logger';
 import { ScenarioServer } from '../../src/scenarios/scenario-server';
 import { dh1024Parameters, namedScenarioServerNames, scenarioTlsOptions } from '../../src/scenarios/scenario-tls';
 import { issueClient, tryEcho } from '../helpers/client-certs';
@@ -45,12 +46,18 @@ async function start(t: TestContext, timing: { delayMs?: number; handshakeTimeou
       domain: DOMAIN,
       delayMs: timing.delayMs ?? 200,
       handshakeTimeoutMs: timing.handshakeTimeoutMs ?? 5000,
-      tls: scenarioTlsOptions({ certs, ecdsa: { key: ecdsa.keyPem, cert: ecdsa.certPem }, rsa: { key: rsa.keyPem, cert: rsa.certPem }, localCa: localCa.certPem, dh1024: dh1024Parameters() }),
       limits: { idleTimeoutMs: 0, sessionTimeoutMs: 0, bandwidthBytesPerSec: 0, maxSessionBytes: 0 },
     },
-    { onOpen: (scenario) => opened.push(scenario), onClosed: (scenario, reason) => closed.push({ scenario, reason }) },
+    scenarioTlsOptions({ certs, ecdsa: { key: ecdsa.keyPem, cert: ecdsa.certPem }, rsa: { key: rsa.keyPem, cert: rsa.certPem }, localCa: localCa.certPem, dh1024: dh1024Parameters() }),
+    {
+      onScenario: () => {},
+      onOpen: (_ms, scenario) => opened.push(scenario),
+      onClosed: (report, scenario) => closed.push({ scenario, reason: report.reason }),
+    },
+    createLogger({ level: 'error', format: 'json' }),
   );
-  const listener = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => server.accept(socket));
+  let nextId = 1;
+  const listener = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => server.accept(socket, { id: nextId++, ip: '127.0.0.1', port: socket.remotePort ?? 0 }));
   listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');
   t.after(() => {
