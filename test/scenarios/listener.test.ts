@@ -59,6 +59,27 @@ for (const workers of ['0', '2']) {
   });
 }
 
+test('scenario listener: every catalogue name is served (routed to its scenario), anything else is not', async (t) => {
+  const d = await startWithScenarios(t, { maxConnsPerIp: '100' });
+  const sessions = async (name: string): Promise<number> => metricOf(d.supervisor, 'tls_echod_scenario_sessions_total', { scenario: name });
+  for (const { name } of SCENARIOS) {
+    const socket = tls.connect({ host: '127.0.0.1', port: d.scenarioPort, servername: `${name}.localhost`, rejectUnauthorized: false });
+    socket.on('error', () => {});
+    // Counted once the listener has read the ClientHello and picked the scenario: before any answer.
+    const deadline = Date.now() + 5000;
+    while ((await sessions(name)) !== 1) {
+      assert.ok(Date.now() < deadline, `${name} was not served`);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    socket.destroy();
+  }
+  const other = await tryEcho(d.scenarioPort, d.ca, { servername: 'valid.example.test' });
+  assert.match(other.error ?? '', /UNRECOGNIZED_NAME/);
+  const { body } = await d.supervisor.metrics.render();
+  const served = [...body.matchAll(/^tls_echod_scenario_sessions_total\{scenario="([^"]+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]);
+  assert.deepEqual(served, SCENARIOS.map((s) => [s.name, 1]));
+});
+
 test('scenario listener: the per-IP limit and the session slots are the main listener\'s', async (t) => {
   const d = await startWithScenarios(t, { maxConnsPerIp: '1', maxSessions: '2', idleTimeout: '0' });
   // One session from 127.0.0.1 on the main listener: 127.0.0.1 has no room left on either listener.
