@@ -163,6 +163,8 @@ test('scenario listener (process): the listening line, the session line, SIGTERM
   await closed;
   const ended = d.lines.find((l) => l.message === 'session ended' && l.scenario === 'no-echo');
   assert.equal(ended?.reason, 'shutdown');
+  // Nothing outside the log: not even Node's warning about dh-1024's small group, which is its point.
+  assert.equal(d.stderr(), '');
 });
 
 test('--scenarios: with --cert and no local CA, a clear error and exit 1; on the --listen address, exit 2', async (t) => {
