@@ -9,6 +9,8 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { test, type TestContext } from 'node:test';
+import { prepareCertDir, writePair } from '../../src/certs/cert-dir';
+import { createCa } from '../../src/certs/issue';
 import { SCENARIOS } from '../../src/scenarios/catalogue';
 import { tryEcho } from '../helpers/client-certs';
 import { connect, rawOutcome, runCli, spawnDaemon, startDaemon, tempDir, until, type InProcessDaemon } from '../helpers/daemon';
@@ -180,4 +182,17 @@ test('--scenarios: with --cert and no local CA, a clear error and exit 1; on the
   const badDomain = await runCli(['serve', '--scenarios', '127.0.0.1:0', '--scenario-domain', 'not a domain']);
   assert.equal(badDomain.code, 2);
   assert.match(badDomain.stderr, /--scenario-domain: must be a DNS name/);
+});
+
+test('scenario listener: a local CA from before pathLen 1 gets a warning naming the fix, and intermediate is refused', async (t) => {
+  const dir = tempDir(t);
+  prepareCertDir(dir);
+  const now = Date.now();
+  writePair(dir, 'ca', await createCa('ecdsa-p256', { notBefore: new Date(now - DAY_MS), notAfter: new Date(now + 3650 * DAY_MS) }, { pathLen: 0 }));
+  const d = await spawnDaemon(t, ['--cert-dir', dir, '--scenarios', '127.0.0.1:0', '--workers', '0']);
+  const warning = d.lines.find((l) => l.level === 'warn' && String(l.message).startsWith('the local CA allows no intermediate'));
+  assert.match(String(warning?.message), /tls-echod cert generate --force/);
+  const port = Number(String(d.lines.find((l) => l.message === 'listening')!.scenarios).split(':')[1]);
+  const refused = await tryEcho(port, readFileSync(`${dir}/ca.pem`), { servername: 'intermediate.localhost' });
+  assert.equal(refused.error, 'PATH_LENGTH_EXCEEDED');
 });
