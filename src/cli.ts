@@ -13,6 +13,7 @@ import * as serve from './commands/serve';
 import * as cert from './commands/cert';
 import * as check from './commands/check';
 import * as bench from './commands/bench';
+import * as scenarios from './commands/scenarios';
 
 /** Exit code for bad usage: an unknown flag, a bad value, a missing argument. */
 const EXIT_USAGE = 2;
@@ -24,7 +25,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   // Subcommands created after exitOverride() inherit it, so their usage errors come back here too.
-  for (const command of [serve, cert, check, bench]) command.register(program);
+  for (const command of [serve, cert, check, bench, scenarios]) command.register(program);
   return program;
 }
 

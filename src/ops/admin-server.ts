@@ -1,11 +1,13 @@
 // The admin HTTP listener (--admin): Prometheus metrics and health checks for systemd, load
-// balancers and scrapers. Plain HTTP on node:http; keep it on loopback. Small and bounded: few
-// connections, short timeouts, request bodies never read.
+// balancers and scrapers, and the scenario catalogue for client test suites. Plain HTTP on
+// node:http; keep it on loopback. Small and bounded: few connections, short timeouts, request
+// bodies never read.
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { formatHostPort, type HostPort } from '../config/config';
 import { describeListenError, ListenError } from '../errors';
+import { scenarioCatalogue } from '../scenarios/catalogue';
 import type { Logger } from './logger';
 import type { Metrics } from './metrics';
 
@@ -16,6 +18,8 @@ export interface AdminServerOptions {
   /** True when the daemon takes connections; false while it starts and while it drains. */
   readonly isReady: () => boolean;
   readonly logger: Logger;
+  /** --scenario-domain when the scenario listener is on; undefined (scenarios off) makes GET /scenarios a 404. */
+  readonly scenarioDomain?: string;
 }
 
 /** Scrapers and probes are few; this caps what a misbehaving one can hold open. */
@@ -26,9 +30,15 @@ const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 
 const TEXT = 'text/plain; charset=utf-8';
 const ALLOW = 'GET, HEAD';
-const ROUTES = new Set(['/metrics', '/healthz', '/readyz']);
+// JSON is UTF-8 by definition (RFC 8259): no charset parameter.
+const JSON_TYPE = 'application/json';
+const ROUTES = new Set(['/metrics', '/healthz', '/readyz', '/scenarios']);
+const SCENARIOS_OFF = 'scenarios are off (start the daemon with --scenarios <host:port> to serve them)\n';
 
-/** Serves GET/HEAD /metrics, /healthz (200 while the process is alive) and /readyz (200 or 503). */
+/**
+ * Serves GET/HEAD /metrics, /healthz (200 while the process is alive), /readyz (200 or 503) and
+ * /scenarios (the catalogue as `tls-echod scenarios --json` prints it, or 404 when scenarios are off).
+ */
 export class AdminServer {
   private readonly options: AdminServerOptions;
   private readonly server: http.Server;
@@ -107,6 +117,7 @@ export class AdminServer {
 
     if (path === '/healthz') return send(res, 200, 'ok\n');
     if (path === '/readyz') return this.sendReady(res);
+    if (path === '/scenarios') return this.sendScenarios(res);
     this.sendMetrics(res);
   }
 
@@ -119,6 +130,12 @@ export class AdminServer {
     }
     if (ready) send(res, 200, 'ready\n');
     else send(res, 503, 'not ready\n');
+  }
+
+  private sendScenarios(res: http.ServerResponse): void {
+    const domain = this.options.scenarioDomain;
+    if (domain === undefined) return send(res, 404, SCENARIOS_OFF);
+    send(res, 200, JSON.stringify(scenarioCatalogue(domain), null, 2) + '\n', JSON_TYPE);
   }
 
   private sendMetrics(res: http.ServerResponse): void {

@@ -3,6 +3,8 @@
 // hard-code them. `tls-echod scenarios`, GET /scenarios, docs/testing-clients.md and what the
 // listener serves are all this one list.
 
+import { isIP } from 'node:net';
+
 export type ScenarioCategory = 'certificate' | 'protocol' | 'client-certificate' | 'behaviour';
 
 export interface Scenario {
@@ -66,4 +68,38 @@ export function scenarioForServerName(serverName: string | undefined, domain: st
   if (!name.endsWith(suffix)) return undefined;
   const label = name.slice(0, -suffix.length);
   return SCENARIOS.find((s) => s.name === label);
+}
+
+/** One scenario as `tls-echod scenarios --json` and GET /scenarios give it: key names are public interface. */
+export interface ScenarioEntry {
+  readonly name: string;
+  readonly serverName: string;
+  readonly category: ScenarioCategory;
+  readonly serverDoes: string;
+  readonly clientSees: string;
+}
+
+/** The catalogue under `domain` (--scenario-domain), in catalogue order: what the command and the admin endpoint print. */
+export function scenarioCatalogue(domain: string): ScenarioEntry[] {
+  return SCENARIOS.map((s) => ({ name: s.name, serverName: scenarioServerName(s.name, domain), category: s.category, serverDoes: s.serverDoes, clientSees: s.clientSees }));
+}
+
+/** The longest server name SNI and a certificate's DNS SAN can carry (RFC 1035's 253, no trailing dot). */
+const MAX_SERVER_NAME_LENGTH = 253;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i;
+
+/**
+ * Why `domain` can't be a --scenario-domain, or undefined when it can: it must be a DNS name
+ * (SNI carries no IP address) short enough that every `<scenario>.<domain>` still is one.
+ */
+export function scenarioDomainProblem(domain: string): string | undefined {
+  const fix = 'give a DNS name such as localhost or tls.test: letters, digits and inner hyphens, in dot-separated labels of 1 to 63 characters';
+  if (domain.length === 0) return `it is empty (${fix})`;
+  if (isIP(domain) !== 0) return `${JSON.stringify(domain)} is an IP address, and SNI can't carry one (${fix})`;
+  if (domain.endsWith('.')) return `${JSON.stringify(domain)} ends with a dot, which SNI doesn't allow (leave the trailing dot out)`;
+  const bad = domain.split('.').find((label) => !DNS_LABEL.test(label));
+  if (bad !== undefined) return `${JSON.stringify(domain)} is not a DNS name: the label ${JSON.stringify(bad)} is not allowed (${fix})`;
+  const longest = Math.max(...SCENARIOS.map((s) => scenarioServerName(s.name, domain).length));
+  if (longest > MAX_SERVER_NAME_LENGTH) return `${JSON.stringify(domain)} is too long: scenario server names would reach ${longest} characters, over DNS's ${MAX_SERVER_NAME_LENGTH} (give a shorter domain)`;
+  return undefined;
 }

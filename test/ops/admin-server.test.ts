@@ -1,4 +1,4 @@
-// The admin HTTP listener: /metrics, /healthz and /readyz answer as documented, other paths and
+// The admin HTTP listener: /metrics, /healthz, /readyz and /scenarios answer as documented, other paths and
 // methods are refused without reading bodies, and listen/close behave (a taken port, close twice).
 
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import winston from 'winston';
 import { AdminServer } from '../../src/ops/admin-server';
 import type { HostPort } from '../../src/config/config';
 import { ListenError } from '../../src/errors';
+import { SCENARIOS, scenarioCatalogue } from '../../src/scenarios/catalogue';
 import type { Metrics } from '../../src/ops/metrics';
 import { parseExposition, valueOf } from '../helpers/exposition';
 import { newMetrics } from '../helpers/metrics';
@@ -19,8 +20,9 @@ async function startAdmin(
   t: TestContext,
   metrics: Metrics,
   isReady: () => boolean = () => true,
+  scenarioDomain?: string,
 ): Promise<{ admin: AdminServer; address: HostPort }> {
-  const admin = new AdminServer({ address: { host: '127.0.0.1', port: 0 }, metrics, isReady, logger: silentLogger });
+  const admin = new AdminServer({ address: { host: '127.0.0.1', port: 0 }, metrics, isReady, logger: silentLogger, scenarioDomain });
   t.after(() => admin.close());
   const address = await admin.listen();
   return { admin, address };
@@ -96,6 +98,34 @@ test('admin-readyz-throws: a throwing isReady reads as not ready', async (t) => 
     throw new Error('boom');
   });
   assert.equal((await request(address, 'GET', '/readyz')).status, 503);
+});
+
+test('admin-scenarios: GET /scenarios is the catalogue as JSON under the scenario domain; HEAD has no body', async (t) => {
+  const { address } = await startAdmin(t, newMetrics().metrics, () => true, 'tls.test');
+  const reply = await request(address, 'GET', '/scenarios');
+  assert.equal(reply.status, 200);
+  assert.equal(reply.headers['content-type'], 'application/json');
+  assert.equal(reply.headers['cache-control'], 'no-store');
+  const body = JSON.parse(reply.body) as Array<Record<string, unknown>>;
+  assert.deepEqual(body, scenarioCatalogue('tls.test'));
+  assert.deepEqual(body.map((e) => e.name), SCENARIOS.map((s) => s.name));
+  assert.equal(body.find((e) => e.name === 'expired')?.serverName, 'expired.tls.test');
+  assert.deepEqual(Object.keys(body[0]!), ['name', 'serverName', 'category', 'serverDoes', 'clientSees']);
+
+  const head = await request(address, 'HEAD', '/scenarios?x=1');
+  assert.equal(head.status, 200);
+  assert.equal(head.body, '');
+  assert.equal(Number(head.headers['content-length']), Buffer.byteLength(reply.body));
+  assert.equal((await request(address, 'POST', '/scenarios')).status, 405);
+});
+
+test('admin-scenarios-off: without a scenario domain GET /scenarios is 404 and says how to turn them on', async (t) => {
+  const { address } = await startAdmin(t, newMetrics().metrics);
+  const reply = await request(address, 'GET', '/scenarios');
+  assert.equal(reply.status, 404);
+  assert.match(reply.headers['content-type'] ?? '', /^text\/plain/);
+  assert.match(reply.body, /scenarios are off/);
+  assert.ok(reply.body.includes('--scenarios <host:port>'), reply.body);
 });
 
 test('admin-404-405: unknown paths 404, other methods 405 with Allow, bodies not read', async (t) => {
