@@ -38,4 +38,9 @@ export interface CheckOptions {
   readonly alpn?: readonly string[] | undefined;
   /** Present this certificate if the server asks for one; default none. */
   readonly clientCert?: ClientCertificate | undefined;
+  /**
+   * After a matching echo, leave the connection open and wait (within timeoutMs) for the server
+   * to end it, reported as the result's `serverClose`. Default false: the client ends it.
+   */
+  readonly awaitServerClose?: boolean | undefined;
 }
