@@ -38,4 +38,35 @@ export interface CheckOptions {
   readonly alpn?: readonly string[] | undefined;
   /** Present this certificate if the server asks for one; default none. */
   readonly clientCert?: ClientCertificate | undefined;
+  /**
+   * After a matching echo, leave the connection open and wait (within timeoutMs) for the server
+   * to end it, reported as the result's `serverClose`. Default false: the client ends it.
+   */
+  readonly awaitServerClose?: boolean | undefined;
+}
+
+/**
+ * `check --scenarios` defaults: the daemon's --scenario-domain and --scenario-delay, each
+ * scenario's deadline (ms), and how many scenarios run at once.
+ */
+export const SCENARIO_CHECK_DEFAULTS = Object.freeze({ domain: 'localhost', delayMs: 2000, timeoutMs: 5000, concurrency: 4 });
+
+/** What `check --scenarios` is asked to do: every scenario of a `serve --scenarios` listener. */
+export interface ScenarioCheckOptions {
+  /** The scenario listener. */
+  readonly host: string;
+  readonly port: number;
+  /** PEM CA the scenarios' certificates chain to (the daemon's ca.pem). */
+  readonly ca: string | Buffer;
+  readonly caLabel?: string | undefined;
+  /** The daemon's --scenario-domain: scenario X is reached as the server name X.<domain>. Default localhost. */
+  readonly domain?: string | undefined;
+  /** The daemon's --scenario-delay (ms): slow-handshake and slow-echo take at least this. Default 2000. */
+  readonly delayMs?: number | undefined;
+  /** Each scenario's deadline (ms), on top of any delay it is expected to take. Default 5000. */
+  readonly timeoutMs?: number | undefined;
+  /** Presented to client-cert-required in a second case, which then must echo; default: only the refusal is checked. */
+  readonly clientCert?: ClientCertificate | undefined;
+  /** Scenarios run at once. Default 4. */
+  readonly concurrency?: number | undefined;
 }

@@ -75,6 +75,12 @@ export interface CheckResult {
   readonly mismatchOffset: number | null;
   readonly expectedByte: number | null;
   readonly actualByte: number | null;
+  /**
+   * Only with `awaitServerClose`: how the server ended the connection after the echo. 'end' for
+   * an EOF (Node reports one without close_notify the same way), an error code such as
+   * ECONNRESET, or 'open' when it had not ended it by the deadline.
+   */
+  readonly serverClose?: string;
 }
 
 
@@ -105,6 +111,8 @@ class CheckRun {
   private sentAt = 0;
   private received = 0;
   private finished = false;
+  /** The echo matched and, with awaitServerClose, the run waits for the server to end the connection. */
+  private awaitingClose = false;
   private settled = false;
   private deadline: NodeJS.Timeout | undefined;
   private closeGrace: NodeJS.Timeout | undefined;
@@ -253,12 +261,17 @@ class CheckRun {
     this.result.bytesEchoed = this.received;
     if (this.received === expected.length) {
       this.result.roundTripMs = round3(performance.now() - this.sentAt);
-      this.succeed();
+      if (this.opts.awaitServerClose === true) this.awaitingClose = true;
+      else this.succeed();
     }
   };
 
   private readonly socketOnError = (err: Error): void => {
     if (this.finished) return;
+    if (this.awaitingClose) {
+      this.serverClosed(systemErrorCode(err) ?? 'UNKNOWN');
+      return;
+    }
     this.noteCertificateRequest();
     const code = systemErrorCode(err) ?? 'UNKNOWN';
     const refusal = this.clientCertRefusal(code);
@@ -272,6 +285,10 @@ class CheckRun {
   private readonly socketOnClose = (): void => {
     if (this.finished) {
       this.settle();
+      return;
+    }
+    if (this.awaitingClose) {
+      this.serverClosed('end');
       return;
     }
     const refusal = this.clientCertRefusal(null);
@@ -289,6 +306,10 @@ class CheckRun {
   private readonly onDeadline = (): void => {
     this.deadline = undefined;
     if (this.finished) return;
+    if (this.awaitingClose) {
+      this.serverClosed('open');
+      return;
+    }
     const error =
       this.stage === 'echo'
         ? `echo incomplete after ${this.timeoutMs} ms: ${this.received} of ${this.payload.length} bytes came back (the server is stalled or slow: raise --timeout, or send fewer --bytes)`
@@ -319,6 +340,13 @@ class CheckRun {
     const closed = code === null || code === 'ECONNRESET' || code === 'EPIPE';
     if (!closed || state?.requested !== true || this.received > 0 || this.stage === 'connect') return undefined;
     return refusalByClose(this.stage === 'echo', sent);
+  }
+
+  /** The echo had matched; how the server then ended the connection (awaitServerClose). */
+  private serverClosed(how: string): void {
+    this.result.serverClose = how;
+    this.result.ok = true;
+    this.finish(false);
   }
 
   private succeed(): void {
