@@ -3,33 +3,22 @@
 // certificates and no daemon, so it loads neither.
 
 import type { Command } from 'commander';
-import { ConfigError } from '../errors';
-import type { ScenarioCategory, ScenarioEntry } from '../scenarios/catalogue';
-
-/** What serve's --scenario-domain defaults to. */
-const DEFAULT_DOMAIN = 'localhost';
-/** Read like serve reads it, so the names printed are the names a daemon started from the same env serves. */
-const DOMAIN_ENV = 'TLS_ECHOD_SCENARIO_DOMAIN';
-
-interface ScenariosFlags {
-  json?: boolean;
-  scenarioDomain?: string;
-}
+import { loadConfig } from '../config/config';
+import { scenarioCatalogue, type ScenarioCategory, type ScenarioEntry } from '../scenarios/catalogue';
+import { addConfigOptions, configSources } from './options';
 
 export function register(program: Command): void {
-  program
+  const command = program
     .command('scenarios')
-    .description('list the test-peer scenarios of `serve --scenarios`: name, server name (SNI), what the server does, what a correct client sees')
-    .option('--scenario-domain <domain>', `the domain of the server names, <scenario>.<domain> [default: ${DEFAULT_DOMAIN}; env ${DOMAIN_ENV}]`)
+    .description('list the test-peer scenarios of `serve --scenarios`: name, server name (SNI), what the server does, what a correct client sees');
+  // serve's own option (flag, env var, config key), so the names printed are the ones a daemon
+  // started from the same flags, env and config file serves.
+  addConfigOptions(command, ['scenario-domain'])
     .option('--json', 'print a JSON array of {name, serverName, category, serverDoes, clientSees}')
-    .action(async (flags: ScenariosFlags) => {
-      const { scenarioCatalogue, scenarioDomainProblem } = await import('../scenarios/catalogue');
-      const fromFlag = flags.scenarioDomain !== undefined;
-      const domain = flags.scenarioDomain ?? process.env[DOMAIN_ENV] ?? DEFAULT_DOMAIN;
-      const problem = scenarioDomainProblem(domain);
-      if (problem !== undefined) throw new ConfigError([`${fromFlag ? '--scenario-domain' : DOMAIN_ENV}: ${problem}`]);
-      const entries = scenarioCatalogue(domain);
-      const text = flags.json === true ? JSON.stringify(entries, null, 2) : formatScenarios(entries, process.stdout.isTTY ? process.stdout.columns : undefined);
+    .action(({ json, ...rest }: Record<string, unknown>) => {
+      const { scenarioDomain } = loadConfig(configSources(rest));
+      const entries = scenarioCatalogue(scenarioDomain);
+      const text = json === true ? JSON.stringify(entries, null, 2) : formatScenarios(entries, process.stdout.isTTY ? process.stdout.columns : undefined);
       process.stdout.write(text + '\n');
     });
 }

@@ -186,7 +186,13 @@ export class Supervisor {
     this.pool = pool;
     await pool.start();
     if (this.config.admin !== undefined) {
-      this.admin = new AdminServer({ address: this.config.admin, metrics: this.metrics, isReady: () => this.ready && !this.draining, logger: this.logger });
+      this.admin = new AdminServer({
+        address: this.config.admin,
+        metrics: this.metrics,
+        isReady: () => this.ready && !this.draining,
+        logger: this.logger,
+        scenarioDomain: this.scenarioServer === undefined ? undefined : this.scenarioDomain,
+      });
       this.adminBound = await this.admin.listen();
     }
     await this.listen();

@@ -1,5 +1,5 @@
 // Test helper: a ScenarioServer on 127.0.0.1 port 0 in this process, the way the daemon will
-// stand one up, over a --cert-dir whose local CA allows one intermediate (pathLen 1), so that
+// stands one up (test/scenarios/listener.test.ts runs the real one), over a --cert-dir whose local CA allows one intermediate (pathLen 1), so that
 // every scenario, `intermediate` included, is served as it should be. Stopped by the test's after hook.
 
 import { once } from 'node:events';
@@ -10,6 +10,7 @@ import type tls from 'node:tls';
 import { prepareCertDir, requireGeneratedPair, writePair } from '../../src/certs/cert-dir';
 import { createCa, createLeaf } from '../../src/certs/issue';
 import { ensureScenarioCertificates } from '../../src/scenarios/scenario-certs';
+import { createLogger } from '../../src/ops/logger';
 import { ScenarioServer } from '../../src/scenarios/scenario-server';
 import { dh1024Parameters, namedScenarioServerNames, scenarioTlsOptions } from '../../src/scenarios/scenario-tls';
 import { tempDir } from './daemon';
@@ -59,12 +60,14 @@ export async function startScenarioListener(t: TestContext, opts: ScenarioListen
       domain,
       delayMs: opts.delayMs ?? 300,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 5000,
-      tls: tlsOptions,
       limits: { idleTimeoutMs: 0, sessionTimeoutMs: 0, bandwidthBytesPerSec: 0, maxSessionBytes: 0 },
     },
-    { onOpen: () => undefined, onClosed: () => undefined },
+    tlsOptions,
+    { onScenario: () => undefined, onOpen: () => undefined, onClosed: () => undefined },
+    createLogger({ level: 'error', format: 'json' }),
   );
-  const listener = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => server.accept(socket));
+  let nextId = 1;
+  const listener = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => server.accept(socket, { id: nextId++, ip: '127.0.0.1', port: socket.remotePort ?? 0 }));
   listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');
   t.after(() => {

@@ -65,6 +65,8 @@ test('first-scrape: every known series exists at zero and the text parses', asyn
   assert.equal(valueOf(m, 'tls_echod_session_duration_seconds_bucket', { le: '+Inf' }), 0);
   // No certificate yet: no series, rather than a 0 that reads as "expired in 1970".
   assert.equal(m.get('tls_echod_certificate_not_after_seconds')?.samples.length, 0);
+  // Scenarios off: the family is there, without a series.
+  assert.equal(m.get('tls_echod_scenario_sessions_total')?.samples.length, 0);
   // Default process metrics, unprefixed.
   assert.equal(m.get('process_cpu_seconds_total')?.type, 'counter');
 
@@ -83,6 +85,7 @@ test('first-scrape: every known series exists at zero and the text parses', asyn
     tls_echod_certificate_not_after_seconds: 'gauge',
     tls_echod_reloads_total: 'counter',
     tls_echod_worker_restarts_total: 'counter',
+    tls_echod_scenario_sessions_total: 'counter',
     tls_echod_build_info: 'gauge',
   };
   const ours = [...m.keys()].filter((n) => n.startsWith('tls_echod_')).sort();
