@@ -196,3 +196,16 @@ test('scenario listener: a local CA from before pathLen 1 gets a warning naming 
   const refused = await tryEcho(port, readFileSync(`${dir}/ca.pem`), { servername: 'intermediate.localhost' });
   assert.equal(refused.error, 'PATH_LENGTH_EXCEEDED');
 });
+
+test('check --scenarios: every scenario of the real daemon behaves as the catalogue says', async (t) => {
+  const dir = tempDir(t);
+  const d = await spawnDaemon(t, ['--cert-dir', dir, '--scenarios', '127.0.0.1:0', '--scenario-delay', '300', '--workers', '2']);
+  const address = String(d.lines.find((l) => l.message === 'listening')!.scenarios);
+  assert.equal((await runCli(['cert', 'client', 'alice', '--cert-dir', dir])).code, 0);
+  const client = ['--cert', `${dir}/clients/alice.pem`, '--key', `${dir}/clients/alice-key.pem`];
+  const r = await runCli(['check', address, '--scenarios', '--ca', `${dir}/ca.pem`, '--scenario-delay', '300', '--json', ...client]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const report = JSON.parse(r.stdout) as { ok: boolean; scenarios: Array<{ name: string; ok: boolean }> };
+  assert.equal(report.ok, true);
+  for (const { name } of SCENARIOS) assert.ok(report.scenarios.some((row) => row.name === name && row.ok), name);
+});
