@@ -296,15 +296,7 @@ export class Supervisor {
       return;
     }
     const ip = normalizeAddress(socket.remoteAddress);
-    if (this.draining) {
-      this.refuse(socket, ip, 'shutdown');
-      return;
-    }
-    const refused = this.admission.admit(ip);
-    if (refused !== undefined) {
-      this.refuse(socket, ip, refused);
-      return;
-    }
+    if (!this.passesAdmission(socket, ip)) return;
     if (this.held.size >= this.config.maxSessions) {
       this.admission.release(ip);
       this.refuse(socket, ip, 'pool-full');
@@ -349,15 +341,7 @@ export class Supervisor {
   // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
   private admit(socket: RawSocket, address: string, port: number): void {
     const ip = normalizeAddress(address);
-    if (this.draining) {
-      this.refuse(socket, ip, 'shutdown');
-      return;
-    }
-    const refused = this.admission.admit(ip);
-    if (refused !== undefined) {
-      this.refuse(socket, ip, refused);
-      return;
-    }
+    if (!this.passesAdmission(socket, ip)) return;
     this.metrics.connectionAccepted();
     if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
       const worker = this.pool!.pick();
@@ -368,6 +352,18 @@ export class Supervisor {
     }
     const held: Held = { ip, port, socket };
     if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
+  }
+
+  /** False, with the connection refused, when draining or when admission refuses `ip`; true with an admission held for it. */
+  private passesAdmission(socket: RawSocket, ip: string): boolean {
+    if (this.draining) {
+      this.refuse(socket, ip, 'shutdown');
+      return false;
+    }
+    const refused = this.admission.admit(ip);
+    if (refused === undefined) return true;
+    this.refuse(socket, ip, refused);
+    return false;
   }
 
   private dispatch(socket: RawSocket, ip: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {

@@ -11,7 +11,7 @@ import { prepareCertDir, requireGeneratedPair, writePair } from '../../src/certs
 import { createCa, createLeaf } from '../../src/certs/issue';
 import { ensureScenarioCertificates } from '../../src/scenarios/scenario-certs';
 import { createLogger } from '../../src/ops/logger';
-import { ScenarioServer } from '../../src/scenarios/scenario-server';
+import { ScenarioServer, type ScenarioServerEvents } from '../../src/scenarios/scenario-server';
 import { dh1024Parameters, namedScenarioServerNames, scenarioTlsOptions } from '../../src/scenarios/scenario-tls';
 import { tempDir } from './daemon';
 
@@ -23,6 +23,7 @@ export interface ScenarioListener {
   /** <certDir>/ca.pem, what clients trust. */
   readonly caFile: string;
   readonly caPem: string;
+  readonly server: ScenarioServer;
 }
 
 export interface ScenarioListenerOptions {
@@ -33,6 +34,8 @@ export interface ScenarioListenerOptions {
   readonly handshakeTimeoutMs?: number;
   /** Changes the scenarios' TLS options before the server is made: to break one on purpose. */
   readonly editTls?: (options: Map<string, tls.TlsOptions>) => void;
+  /** What the server reports; default: nothing is listened to. */
+  readonly events?: Partial<ScenarioServerEvents>;
 }
 
 export async function startScenarioListener(t: TestContext, opts: ScenarioListenerOptions = {}): Promise<ScenarioListener> {
@@ -63,7 +66,7 @@ export async function startScenarioListener(t: TestContext, opts: ScenarioListen
       limits: { idleTimeoutMs: 0, sessionTimeoutMs: 0, bandwidthBytesPerSec: 0, maxSessionBytes: 0 },
     },
     tlsOptions,
-    { onScenario: () => undefined, onOpen: () => undefined, onClosed: () => undefined },
+    { onScenario: () => undefined, onOpen: () => undefined, onClosed: () => undefined, ...opts.events },
     createLogger({ level: 'error', format: 'json' }),
   );
   let nextId = 1;
@@ -74,5 +77,5 @@ export async function startScenarioListener(t: TestContext, opts: ScenarioListen
     server.closeAll('shutdown');
     listener.close();
   });
-  return { port: (listener.address() as net.AddressInfo).port, certDir, caFile: path.join(certDir, 'ca.pem'), caPem: localCa.certPem };
+  return { port: (listener.address() as net.AddressInfo).port, certDir, caFile: path.join(certDir, 'ca.pem'), caPem: localCa.certPem, server };
 }

@@ -181,7 +181,7 @@ test('--scenarios: with --cert and no local CA, a clear error and exit 1; on the
   assert.match(same.stderr, /--scenarios 127\.0\.0\.1:4999 is the --listen address/);
   const badDomain = await runCli(['serve', '--scenarios', '127.0.0.1:0', '--scenario-domain', 'not a domain']);
   assert.equal(badDomain.code, 2);
-  assert.match(badDomain.stderr, /--scenario-domain: must be a DNS name/);
+  assert.match(badDomain.stderr, /--scenario-domain: "not a domain" is not a DNS name/);
 });
 
 test('scenario listener: a local CA from before pathLen 1 gets a warning naming the fix, and intermediate is refused', async (t) => {

@@ -1,25 +1,17 @@
-// The scenario listener's connection path, before it is wired into `serve`: the ClientHello's
-// server name picks the scenario; an unknown name or none gets unrecognized_name; each scenario's
-// TLS settings hold from the first byte; every connection is reported once.
+// The scenario listener's connection path, in-process (listener.test.ts runs it inside the
+// daemon): the ClientHello's server name picks the scenario; an unknown name or none gets
+// unrecognized_name; each scenario's TLS settings hold from the first byte; every connection is
+// reported once.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import path from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { requireGeneratedPair } from '../../src/certs/cert-dir';
-import { createLeaf } from '../../src/certs/issue';
 import type { CloseReason } from '../../src/daemon/session';
-import { ensureScenarioCertificates } from '../../src/scenarios/scenario-certs';
-import { createLogger } from '../../src/ops/logger';
-import { ScenarioServer } from '../../src/scenarios/scenario-server';
-import { dh1024Parameters, namedScenarioServerNames, scenarioTlsOptions } from '../../src/scenarios/scenario-tls';
+import type { ScenarioServer } from '../../src/scenarios/scenario-server';
 import { issueClient, tryEcho } from '../helpers/client-certs';
-import { runCli, tempDir, until } from '../helpers/daemon';
+import { until } from '../helpers/daemon';
+import { startScenarioListener } from '../helpers/scenario-listener';
 
 const DOMAIN = 'localhost';
-const DAY_MS = 86_400_000;
 
 interface Running {
   readonly port: number;
@@ -31,40 +23,18 @@ interface Running {
 }
 
 async function start(t: TestContext, timing: { delayMs?: number; handshakeTimeoutMs?: number } = {}): Promise<Running> {
-  const certDir = tempDir(t);
-  assert.equal((await runCli(['cert', 'generate', '--cert-dir', certDir])).code, 0);
-  const certs = await ensureScenarioCertificates({ certDir, domain: DOMAIN });
-  const localCa = requireGeneratedPair(certDir, 'ca');
-  const names = namedScenarioServerNames(DOMAIN, certs);
-  const validity = { notBefore: new Date(Date.now() - DAY_MS), notAfter: new Date(Date.now() + 30 * DAY_MS) };
-  const ecdsa = await createLeaf(localCa, names, 'ecdsa-p256', validity);
-  const rsa = await createLeaf(localCa, names, 'rsa-2048', validity);
   const closed: Running['closed'] = [];
   const opened: string[] = [];
-  const server = new ScenarioServer(
-    {
-      domain: DOMAIN,
-      delayMs: timing.delayMs ?? 200,
-      handshakeTimeoutMs: timing.handshakeTimeoutMs ?? 5000,
-      limits: { idleTimeoutMs: 0, sessionTimeoutMs: 0, bandwidthBytesPerSec: 0, maxSessionBytes: 0 },
-    },
-    scenarioTlsOptions({ certs, ecdsa: { key: ecdsa.keyPem, cert: ecdsa.certPem }, rsa: { key: rsa.keyPem, cert: rsa.certPem }, localCa: localCa.certPem, dh1024: dh1024Parameters() }),
-    {
-      onScenario: () => {},
+  const listener = await startScenarioListener(t, {
+    domain: DOMAIN,
+    delayMs: timing.delayMs ?? 200,
+    handshakeTimeoutMs: timing.handshakeTimeoutMs ?? 5000,
+    events: {
       onOpen: (_ms, scenario) => opened.push(scenario),
       onClosed: (report, scenario) => closed.push({ scenario, reason: report.reason }),
     },
-    createLogger({ level: 'error', format: 'json' }),
-  );
-  let nextId = 1;
-  const listener = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => server.accept(socket, { id: nextId++, ip: '127.0.0.1', port: socket.remotePort ?? 0 }));
-  listener.listen(0, '127.0.0.1');
-  await once(listener, 'listening');
-  t.after(() => {
-    server.closeAll('shutdown');
-    listener.close();
   });
-  return { port: (listener.address() as net.AddressInfo).port, ca: readFileSync(path.join(certDir, 'ca.pem')), certDir, server, closed, opened };
+  return { port: listener.port, ca: Buffer.from(listener.caPem), certDir: listener.certDir, server: listener.server, closed, opened };
 }
 
 const at = (scenario: string): { servername: string } => ({ servername: `${scenario}.${DOMAIN}` });
