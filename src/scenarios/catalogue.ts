@@ -21,37 +21,44 @@ const certificate = (name: string, serverDoes: string, clientSees: string): Scen
 const protocol = (name: string, serverDoes: string, clientSees: string): Scenario => ({ name, category: 'protocol', serverDoes, clientSees });
 const behaviour = (name: string, serverDoes: string, clientSees: string): Scenario => ({ name, category: 'behaviour', serverDoes, clientSees });
 
-const REFUSES = 'the handshake fails verification';
+const REFUSES = 'refused';
 
+// What a client sees is measured: python3's ssl and openssl s_client (OpenSSL 3.0), and Node 20, 22
+// and 24 (OpenSSL 3.0 and 3.5), in test/scenarios/clients-*.test.ts and `check --scenarios`.
 export const SCENARIOS: readonly Scenario[] = [
   certificate('valid', 'serves a correct chain from the local CA (the control)', 'verifies and echoes'),
-  certificate('expired', 'serves a leaf that expired yesterday', `${REFUSES}: certificate has expired`),
-  certificate('not-yet-valid', 'serves a leaf valid from tomorrow', `${REFUSES}: certificate is not yet valid`),
-  certificate('wrong-host', 'serves a leaf for another name only', `${REFUSES}: the name does not match`),
-  certificate('self-signed', 'serves a self-signed leaf', `${REFUSES}: self-signed certificate`),
-  certificate('untrusted-root', "serves a chain to a CA the client doesn't have", `${REFUSES}: unable to get local issuer certificate`),
-  certificate('incomplete-chain', 'serves a leaf from an intermediate without sending the intermediate', `${REFUSES}: unable to get local issuer certificate`),
+  certificate('expired', 'serves a leaf that expired yesterday', `${REFUSES}: certificate has expired (OpenSSL verify code 10; Node CERT_HAS_EXPIRED)`),
+  certificate('not-yet-valid', 'serves a leaf valid from 30 days on', `${REFUSES}: certificate is not yet valid (code 9; Node CERT_NOT_YET_VALID)`),
+  certificate('wrong-host', 'serves a leaf for another name only (other.invalid)', `${REFUSES} by a client that checks the name: hostname mismatch (code 62; Node ERR_TLS_CERT_ALTNAME_INVALID); openssl s_client checks it only with -verify_hostname`),
+  certificate('self-signed', 'serves a self-signed leaf', `${REFUSES}: self-signed certificate (code 18; Node DEPTH_ZERO_SELF_SIGNED_CERT)`),
+  certificate('untrusted-root', "serves a chain to a CA the client doesn't have, that CA included", `${REFUSES}: self-signed certificate in certificate chain (code 19; Node SELF_SIGNED_CERT_IN_CHAIN)`),
+  certificate('incomplete-chain', 'serves a leaf from an intermediate without sending the intermediate', `${REFUSES}: unable to get local issuer certificate (code 20; Node UNABLE_TO_VERIFY_LEAF_SIGNATURE)`),
   certificate('intermediate', 'serves the same kind of leaf with its intermediate (the control for incomplete-chain)', 'verifies and echoes'),
-  certificate('no-san', 'serves a leaf with the name in the CN only', `${REFUSES} in clients that match SANs only (Go, rustls, browsers); Node, OpenSSL and Python still fall back to the CN and accept`),
-  certificate('sha1', 'serves a leaf signed with SHA-1', `${REFUSES}: SHA-1 signatures are refused at OpenSSL's default security level`),
-  certificate('rsa-1024', 'serves a 1024-bit RSA leaf', `${REFUSES} at OpenSSL security level 2 (Python, Debian's openssl): the key is too small; Node 20 and 22 clients, at level 1, accept`),
-  certificate('wrong-eku', 'serves a leaf whose extended key usage is clientAuth only', `${REFUSES}: unsupported certificate purpose`),
-  protocol('tls1.0', 'speaks TLS 1.0 only, legacy ciphers allowed', 'refused by default clients (no shared protocol); a client that allows TLS 1.0 connects'),
-  protocol('tls1.1', 'speaks TLS 1.1 only, legacy ciphers allowed', 'refused by default clients (no shared protocol); a client that allows TLS 1.1 connects'),
-  protocol('tls1.2-only', 'speaks TLS 1.2 only', 'connects with TLS 1.2; a client that insists on 1.3 fails'),
-  protocol('tls1.3-only', 'speaks TLS 1.3 only', 'connects with TLS 1.3; a client capped at 1.2 fails'),
-  protocol('static-rsa', 'speaks TLS 1.2 with RSA key exchange only (no forward secrecy)', 'fails where the client offers only forward-secret suites; otherwise connects'),
-  protocol('dh-1024', 'speaks TLS 1.2 with DHE over a 1024-bit group only', 'refused: the DH group is too small (or no shared cipher)'),
-  { name: 'client-cert-required', category: 'client-certificate', serverDoes: 'requires a client certificate from the local CA', clientSees: 'echoes with a certificate from `cert client`; refused without (TLS 1.3: certificate required alert)' },
+  certificate('no-san', 'serves a leaf with the name in the CN only', `${REFUSES} by clients that match SANs only (Go, rustls, browsers); Node, OpenSSL and Python fall back to the CN: they verify and echo`),
+  certificate('sha1', 'serves a leaf signed with SHA-1', `${REFUSES}: CA signature digest algorithm too weak (code 68; Node says only UNSPECIFIED)`),
+  certificate('rsa-1024', 'serves a 1024-bit RSA leaf', `${REFUSES} at OpenSSL security level 2 (Python, openssl, Node 24): EE certificate key too weak (code 66); Node 20 and 22, at level 1, verify and echo`),
+  certificate('wrong-eku', 'serves a leaf whose extended key usage is clientAuth only', `${REFUSES}: unsuitable certificate purpose (code 26; Node INVALID_PURPOSE)`),
+  protocol('tls1.0', 'speaks TLS 1.0 only, legacy ciphers allowed', `${REFUSES} by default clients: a protocol_version alert (Python, Node), or "legacy sigalg disallowed" from an openssl that still offers TLS 1.0; a client allowing TLS 1.0 at security level 0 echoes`),
+  protocol('tls1.1', 'speaks TLS 1.1 only, legacy ciphers allowed', `${REFUSES} by default clients: a protocol_version alert (Python, Node), or "legacy sigalg disallowed" from an openssl that still offers TLS 1.1; a client allowing TLS 1.1 at security level 0 echoes`),
+  protocol('tls1.2-only', 'speaks TLS 1.2 only', 'echoes over TLS 1.2; a client that insists on 1.3 gets a protocol_version alert'),
+  protocol('tls1.3-only', 'speaks TLS 1.3 only', 'echoes over TLS 1.3; a client capped at 1.2 gets a protocol_version alert'),
+  protocol('static-rsa', 'speaks TLS 1.2 with RSA key exchange only (no forward secrecy)', `${REFUSES} by a client that offers forward-secret suites only (Python's default: a handshake_failure alert); Node and openssl echo, with RSA key exchange`),
+  protocol('dh-1024', 'speaks TLS 1.2 with DHE over a 1024-bit group only', `${REFUSES} at OpenSSL security level 2 (Python, openssl, Node 24): dh key too small; Node 20 and 22 echo`),
+  {
+    name: 'client-cert-required',
+    category: 'client-certificate',
+    serverDoes: 'requires a client certificate from the local CA',
+    clientSees: 'echoes with a certificate from `cert client`; without one, a certificate_required alert (in TLS 1.3 the client\'s handshake completes and the alert comes at its first read)',
+  },
   { name: 'client-cert-requested', category: 'client-certificate', serverDoes: 'asks for a client certificate without requiring one', clientSees: 'echoes either way' },
-  behaviour('no-close-notify', 'echoes the first chunk, then closes TCP without close_notify', 'the echo, then an EOF without close_notify (a careful client reports truncation)'),
-  behaviour('reset-after-echo', 'echoes the first chunk, then resets the connection', 'the echo, then a connection reset'),
+  behaviour('no-close-notify', 'echoes the first chunk, then closes TCP without close_notify', 'the echo, then an EOF without close_notify: Python (SSLEOFError) and openssl ("unexpected eof") report the truncation, Node a plain end'),
+  behaviour('reset-after-echo', 'echoes the first chunk, then resets the connection', 'the echo, then a TCP reset: openssl reports it (errno 104); Python sees an EOF (SSLEOFError), and Node an end or ECONNRESET, as the reset comes with the echo or after it'),
   behaviour('close-after-handshake', 'sends close_notify right after the handshake', 'a clean close, nothing echoed'),
   behaviour('no-echo', 'reads and never answers', "the client's own read timeout"),
   behaviour('slow-echo', 'echoes each chunk after --scenario-delay ms', 'the echo, no sooner than the delay'),
   behaviour('small-records', 'echoes in TLS records of at most 512 bytes', 'the echo, in many small records'),
   behaviour('slow-handshake', 'answers the ClientHello after --scenario-delay ms', 'a handshake no faster than the delay, then the echo'),
-  behaviour('stall-handshake', 'never answers the ClientHello', 'its connect timeout, or the close at --handshake-timeout'),
+  behaviour('stall-handshake', 'never answers the ClientHello', 'its connect timeout; or, at --handshake-timeout, a close without an alert'),
   behaviour('handshake-alert', 'answers the ClientHello with a fatal handshake_failure alert', 'a handshake_failure alert (not unrecognized_name, which marks an unknown scenario)'),
 ];
 

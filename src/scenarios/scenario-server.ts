@@ -112,7 +112,10 @@ export class ScenarioServer {
     socket.on('error', () => socket.destroy());
     // One deadline for everything before the session: the hello, a delay, the handshake.
     conn.timer = setTimeout(() => {
-      conn.reason ??= 'handshake-timeout';
+      if (conn.reason === undefined) {
+        conn.reason = 'handshake-timeout';
+        this.logHandshakeFailure(conn, 'handshake-timeout');
+      }
       socket.destroy();
     }, this.settings.handshakeTimeoutMs);
     // An established connection reports from its session's close, which comes after the raw
@@ -136,7 +139,10 @@ export class ScenarioServer {
     const { socket } = conn;
     const hello = await readClientHello(socket, { timeoutMs: this.settings.handshakeTimeoutMs });
     if (hello.kind === 'timeout') {
-      conn.reason ??= 'handshake-timeout';
+      if (conn.reason === undefined) {
+        conn.reason = 'handshake-timeout';
+        this.logHandshakeFailure(conn, 'handshake-timeout: no complete ClientHello');
+      }
       socket.destroy();
       return;
     }
@@ -156,6 +162,7 @@ export class ScenarioServer {
     this.events.onScenario(scenario.name);
     switch (scenario.name) {
       case 'handshake-alert':
+        this.logHandshakeFailure(conn, 'handshake_failure alert sent (the scenario)');
         socket.end(alertRecord(HANDSHAKE_FAILURE));
         return;
       case 'stall-handshake':

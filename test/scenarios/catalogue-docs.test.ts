@@ -1,5 +1,5 @@
 // One catalogue, three readers: the table in docs/testing-clients.md, `tls-echod scenarios`
-// (text and --json, from the real CLI) and SCENARIOS list the same names in the same order, and
+// (text and --json, from the real CLI) and SCENARIOS list the same scenarios in the same order, and
 // --scenario-domain changes the server names or is refused with exit 2.
 
 import assert from 'node:assert/strict';
@@ -11,12 +11,12 @@ import { runCli } from '../helpers/daemon';
 
 const PAGE = path.join(__dirname, '..', '..', '..', 'docs', 'testing-clients.md');
 
-/** The catalogue table's rows: lines starting "| `name` |", as [name, category]. */
-function docsRows(): Array<[string, string]> {
-  const rows: Array<[string, string]> = [];
+/** The catalogue table's rows: lines starting "| `name` |", as [name, category, server does, client sees], backticks dropped. */
+function docsRows(): string[][] {
+  const rows: string[][] = [];
   for (const line of readFileSync(PAGE, 'utf8').split('\n')) {
-    const m = /^\| `([a-z0-9.-]+)` \| ([a-z-]+) \|/.exec(line);
-    if (m) rows.push([m[1]!, m[2]!]);
+    if (!/^\| `[a-z0-9.-]+` \| /.test(line)) continue;
+    rows.push(line.slice(1, -1).split(' | ').map((cell) => cell.trim().replace(/`/g, '')));
   }
   return rows;
 }
@@ -25,8 +25,8 @@ test('scenarios-docs: the docs table, SCENARIOS and `scenarios --json` are one l
   const names = SCENARIOS.map((s) => s.name);
   assert.deepEqual(
     docsRows(),
-    SCENARIOS.map((s) => [s.name, s.category]),
-    'docs/testing-clients.md: one row per scenario, in catalogue order, with its category',
+    SCENARIOS.map((s) => [s.name, s.category, s.serverDoes, s.clientSees].map((text) => text.replace(/`/g, ''))),
+    'docs/testing-clients.md: one row per scenario, in catalogue order, with its category and both descriptions',
   );
 
   const { code, stdout, stderr } = await runCli(['scenarios', '--json']);
