@@ -32,7 +32,7 @@ import { isoTimestamp } from '../src/ops/logger';
 import { parseServerArgs } from './server-args';
 
 /** The benchmark's raised limits (scripts/bench/settings.ts): checked on every connection, never reached. */
-const ADMISSION = { allow: [], deny: [], connRatePerSec: 1_000_000, connBurst: 1_000_000, maxConnsPerIp: 100_000 };
+const ADMISSION = { allow: [], deny: [], connRatePerSec: 1_000_000, connBurst: 1_000_000, maxConnsPerIp: 100_000, ipv6Prefix: 64 };
 /** The daemon's defaults. */
 const MAX_SESSIONS = 10_000;
 const HANDSHAKE_TIMEOUT_MS = 10_000;

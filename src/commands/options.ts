@@ -15,7 +15,9 @@ export function addConfigOptions(command: Command, only?: readonly string[]): Co
   for (const opt of OPTIONS) {
     if (only && !only.includes(opt.flag)) continue;
     const help = `${opt.description} [default: ${opt.defaultText}; env ${envName(opt.flag)}]`;
-    if (opt.repeatable) {
+    if (opt.arg === '') {
+      command.option(`--${opt.flag}`, help);
+    } else if (opt.repeatable) {
       command.option(`--${opt.flag} ${opt.arg}`, help, collect);
     } else {
       command.option(`--${opt.flag} ${opt.arg}`, help);

@@ -81,6 +81,18 @@ export function addressBytes(address: string): Buffer {
   return bytes;
 }
 
+/**
+ * The IPv6 network of `address` (normalised IPv6, as isIP accepts it) at `prefix` bits, as text:
+ * `2001:db8:0:1:0:0:0:0/64`. Every address of that network gives the same text.
+ */
+export function ipv6NetworkKey(address: string, prefix: number): string {
+  const bytes = addressBytes(address);
+  for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));
+  return `${groups.join(':')}/${prefix}`;
+}
+
 /** A set of CIDR blocks, matched against normalised addresses. */
 export class CidrList {
   private readonly blocks: readonly Cidr[];

@@ -62,6 +62,8 @@ export interface Config {
   readonly scenarioDomain: string;
   /** slow-handshake's and slow-echo's delay (ms). */
   readonly scenarioDelayMs: number;
+  /** IPv6 clients are limited per prefix of this many bits (128 = per address). */
+  readonly ipv6Prefix: number;
   /** The --config file this config was read from, for reload. */
   readonly configFile: string | undefined;
 }
@@ -213,6 +215,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { field: 'scenarios', flag: 'scenarios', arg: '<host:port>', description: 'listener for the test-peer scenarios, chosen by SNI (docs/testing-clients.md)', defaultText: 'off', default: undefined, parse: hostPortParser },
   { field: 'scenarioDomain', flag: 'scenario-domain', arg: '<domain>', description: 'scenario X is served as the server name X.<domain>', defaultText: 'localhost', default: 'localhost', parse: domainParser },
   { field: 'scenarioDelayMs', flag: 'scenario-delay', arg: '<ms>', description: "slow-handshake's and slow-echo's delay (ms)", defaultText: '2000', default: 2000, parse: intParser(0, 600_000, MS) },
+  { field: 'ipv6Prefix', flag: 'ipv6-prefix', arg: '<bits>', description: 'IPv6 clients are rate-limited and capped per prefix of this length (128 = per address)', defaultText: '64', default: 64, parse: intParser(1, 128, ' (bits)') },
 ];
 
 export const ENV_PREFIX = 'TLS_ECHOD_';

@@ -2,7 +2,7 @@
 // per-source-IP token bucket for new connections, and a per-IP cap on connections held
 // (in session or waiting for one). The global cap and the pending queue live in the supervisor.
 
-import { CidrList, type Cidr } from '../config/cidr';
+import { CidrList, ipv6NetworkKey, type Cidr } from '../config/cidr';
 
 export type RefuseReason = 'denied' | 'rate-limited' | 'ip-limit' | 'pool-full' | 'pending-timeout' | 'shutdown';
 
@@ -15,6 +15,8 @@ export interface AdmissionSettings {
   readonly connBurst: number;
   /** Connections one IP may hold at once (sessions plus waiting). */
   readonly maxConnsPerIp: number;
+  /** IPv6 clients share their rate and cap with their network of this many bits (128: per address). */
+  readonly ipv6Prefix: number;
 }
 
 /** What admission keeps per client address: its token bucket and the connections it holds. */
@@ -130,12 +132,14 @@ export class Admission {
   private allow: CidrList;
   private deny: CidrList;
   private maxConnsPerIp: number;
+  private ipv6Prefix: number;
   readonly clients: ClientTable;
 
   constructor(settings: AdmissionSettings, now: () => number = Date.now) {
     this.allow = new CidrList(settings.allow);
     this.deny = new CidrList(settings.deny);
     this.maxConnsPerIp = settings.maxConnsPerIp;
+    this.ipv6Prefix = settings.ipv6Prefix;
     this.clients = new ClientTable(settings.connRatePerSec, settings.connBurst, 100_000, now);
   }
 
@@ -144,21 +148,32 @@ export class Admission {
     this.allow = new CidrList(settings.allow);
     this.deny = new CidrList(settings.deny);
     this.maxConnsPerIp = settings.maxConnsPerIp;
+    this.ipv6Prefix = settings.ipv6Prefix;
     this.clients.setRate(settings.connRatePerSec, settings.connBurst);
   }
 
   /**
-   * Decides on a new connection from `ip` (normalised). On admission the connection is counted
-   * against its IP: call release(ip) exactly once when it ends, however it ends.
+   * Whose rate and cap a connection from `ip` (normalised) counts against: the address itself
+   * for IPv4, its network of --ipv6-prefix bits for IPv6 (one home connection has a whole /64).
    */
-  admit(ip: string): RefuseReason | undefined {
-    if (this.deny.contains(ip)) return 'denied';
-    if (this.allow.size > 0 && !this.allow.contains(ip)) return 'denied';
-    return this.clients.admit(ip, this.maxConnsPerIp);
+  clientKey(ip: string): string {
+    if (ip.indexOf(':') === -1 || this.ipv6Prefix >= 128) return ip;
+    return ipv6NetworkKey(ip, this.ipv6Prefix);
   }
 
-  release(ip: string): void {
-    this.clients.release(ip);
+  /**
+   * Decides on a new connection from `ip` (normalised), counted against `key` (clientKey(ip),
+   * taken once: a reload may change the prefix). On admission call release(key) exactly once
+   * when the connection ends, however it ends.
+   */
+  admit(ip: string, key = this.clientKey(ip)): RefuseReason | undefined {
+    if (this.deny.contains(ip)) return 'denied';
+    if (this.allow.size > 0 && !this.allow.contains(ip)) return 'denied';
+    return this.clients.admit(key, this.maxConnsPerIp);
+  }
+
+  release(key: string): void {
+    this.clients.release(key);
   }
 
   /** Periodic upkeep: forget addresses that hold nothing and have a full bucket. */

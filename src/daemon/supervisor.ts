@@ -50,6 +50,8 @@ export interface SupervisorOptions {
 
 interface Held {
   readonly ip: string;
+  /** What the connection counts against in admission (see Admission.clientKey). */
+  readonly key: string;
   readonly port: number;
   readonly socket: RawSocket;
 }
@@ -296,15 +298,16 @@ export class Supervisor {
       return;
     }
     const ip = normalizeAddress(socket.remoteAddress);
-    if (!this.passesAdmission(socket, ip)) return;
+    const key = this.admitted(socket, ip);
+    if (key === undefined) return;
     if (this.held.size >= this.config.maxSessions) {
-      this.admission.release(ip);
+      this.admission.release(key);
       this.refuse(socket, ip, 'pool-full');
       return;
     }
     this.metrics.connectionAccepted();
     const id = this.nextId++;
-    this.held.set(id, ip);
+    this.held.set(id, key);
     this.scenarioServer!.accept(socket, { id, ip, port: socket.remotePort ?? 0 });
   };
 
@@ -341,36 +344,41 @@ export class Supervisor {
   // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
   private admit(socket: RawSocket, address: string, port: number): void {
     const ip = normalizeAddress(address);
-    if (!this.passesAdmission(socket, ip)) return;
+    const key = this.admitted(socket, ip);
+    if (key === undefined) return;
     this.metrics.connectionAccepted();
     if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
       const worker = this.pool!.pick();
       if (worker !== undefined) {
-        this.dispatch(socket, ip, port, worker);
+        this.dispatch(socket, ip, key, port, worker);
         return;
       }
     }
-    const held: Held = { ip, port, socket };
+    const held: Held = { ip, key, port, socket };
     if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
   }
 
-  /** False, with the connection refused, when draining or when admission refuses `ip`; true with an admission held for it. */
-  private passesAdmission(socket: RawSocket, ip: string): boolean {
+  /**
+   * The admission key the connection from `ip` now holds (release it once, when the connection
+   * ends); undefined, with the connection refused, when draining or when admission refuses it.
+   */
+  private admitted(socket: RawSocket, ip: string): string | undefined {
     if (this.draining) {
       this.refuse(socket, ip, 'shutdown');
-      return false;
+      return undefined;
     }
-    const refused = this.admission.admit(ip);
-    if (refused === undefined) return true;
+    const key = this.admission.clientKey(ip);
+    const refused = this.admission.admit(ip, key);
+    if (refused === undefined) return key;
     this.refuse(socket, ip, refused);
-    return false;
+    return undefined;
   }
 
-  private dispatch(socket: RawSocket, ip: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
+  private dispatch(socket: RawSocket, ip: string, key: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
     const id = this.nextId++;
-    // Only the address is kept: the socket now belongs to the worker (holding it would keep a
-    // dead net.Socket per session alive in the supervisor).
-    this.held.set(id, ip);
+    // Only the admission key is kept: the socket now belongs to the worker (holding it would
+    // keep a dead net.Socket per session alive in the supervisor).
+    this.held.set(id, key);
     worker.dispatch(socket, { id, ip, port });
   }
 
@@ -381,18 +389,18 @@ export class Supervisor {
       if (worker === undefined) return;
       const held = this.pending.shift()!;
       if (held.socket.destroyed) {
-        this.admission.release(held.ip);
+        this.admission.release(held.key);
         continue;
       }
-      this.dispatch(held.socket, held.ip, held.port, worker);
+      this.dispatch(held.socket, held.ip, held.key, held.port, worker);
     }
   }
 
   private readonly poolOnClosed = (report: ConnectionClosed): void => {
-    const ip = this.held.get(report.id);
-    if (ip === undefined) return;
+    const key = this.held.get(report.id);
+    if (key === undefined) return;
     this.held.delete(report.id);
-    this.admission.release(ip);
+    this.admission.release(key);
     if (report.reason === 'handshake-failed' || report.reason === 'handshake-timeout') {
       this.metrics.handshakeFailed(report.clientCertRefused ? 'client-cert' : report.reason);
     } else {
@@ -403,7 +411,7 @@ export class Supervisor {
   };
 
   private refuseHeld(held: Held, reason: RefuseReason): void {
-    this.admission.release(held.ip);
+    this.admission.release(held.key);
     this.refuse(held.socket, held.ip, reason);
   }
 

@@ -99,6 +99,7 @@ test('admission: deny wins over allow, allow-list excludes the rest, per-IP cap,
     connRatePerSec: 1000,
     connBurst: 1000,
     maxConnsPerIp: 2,
+    ipv6Prefix: 64,
   }, () => now);
   assert.equal(a.admit('127.0.0.9'), 'denied');
   assert.equal(a.admit('10.0.0.1'), 'denied');
@@ -120,7 +121,7 @@ test('admission: deny wins over allow, allow-list excludes the rest, per-IP cap,
 
 test('admission: rate limit refuses with its own reason and recovers with time', () => {
   let now = 0;
-  const a = new Admission({ allow: [], deny: [], connRatePerSec: 1, connBurst: 2, maxConnsPerIp: 100 }, () => now);
+  const a = new Admission({ allow: [], deny: [], connRatePerSec: 1, connBurst: 2, maxConnsPerIp: 100, ipv6Prefix: 64 }, () => now);
   assert.equal(a.admit('1.1.1.1'), undefined);
   assert.equal(a.admit('1.1.1.1'), undefined);
   assert.equal(a.admit('1.1.1.1'), 'rate-limited');
@@ -157,4 +158,25 @@ test('pending queue: the expiry timer fires for entries in order', async () => {
   await done;
   assert.deepEqual(expired, [1, 2]);
   assert.equal(q.length, 0);
+});
+
+test('admission: IPv6 clients share a limit with their --ipv6-prefix network; IPv4 stays per address', () => {
+  const settings = { allow: [], deny: [], connRatePerSec: 1000, connBurst: 1000, maxConnsPerIp: 1, ipv6Prefix: 64 };
+  const a = new Admission(settings, () => 0);
+  assert.equal(a.clientKey('2001:db8:1:2::1'), '2001:db8:1:2:0:0:0:0/64');
+  assert.equal(a.clientKey('2001:db8:1:2:ffff:ffff:ffff:ffff'), '2001:db8:1:2:0:0:0:0/64');
+  assert.equal(a.clientKey('10.1.2.3'), '10.1.2.3');
+  assert.equal(a.admit('2001:db8:1:2::1'), undefined);
+  assert.equal(a.admit('2001:db8:1:2::99'), 'ip-limit', 'another address of the same /64');
+  assert.equal(a.admit('2001:db8:1:3::1'), undefined, 'another /64');
+  assert.equal(a.admit('10.0.0.1'), undefined);
+  assert.equal(a.admit('10.0.0.2'), undefined, 'IPv4 per address');
+  a.release(a.clientKey('2001:db8:1:2::1'));
+  assert.equal(a.admit('2001:db8:1:2::99'), undefined);
+
+  // Any prefix length, not only whole groups; 128 is per address.
+  a.update({ ...settings, ipv6Prefix: 56 });
+  assert.equal(a.clientKey('2001:db8:1:2ff::1'), '2001:db8:1:200:0:0:0:0/56');
+  a.update({ ...settings, ipv6Prefix: 128 });
+  assert.equal(a.clientKey('2001:db8:1:2::1'), '2001:db8:1:2::1');
 });
