@@ -62,7 +62,8 @@ test('docs/testing-clients.md: the pytest example passes as printed', async (t) 
 test('docs/testing-clients.md: the node:test example passes as printed', async (t) => {
   const dir = tempDir(t);
   writeFileSync(path.join(dir, 'tls-echod.test.mjs'), example('node:test', 'js'));
-  const r = await run(process.execPath, ['--test', 'tls-echod.test.mjs'], dir);
+  // TAP whatever the Node version: Node 24's default reporter is spec even into a pipe.
+  const r = await run(process.execPath, ['--test', '--test-reporter=tap', 'tls-echod.test.mjs'], dir);
   assert.equal(r.code, 0, r.output);
   assert.match(r.output, /# pass 2\n# fail 0/);
 });
