@@ -3,21 +3,18 @@
 // in time (the caller's), since whoever connects may send anything or nothing.
 //
 // The same technique as scenarios/peek-hello.ts. Afterwards the socket is paused with no
-// listeners of ours and its handle no longer reading, and `rest` holds every byte read past the
-// header (often the start of the ClientHello, sent in the same TCP segment). Put them back
-// before handing the socket on:
+// listeners of ours, and `rest` holds the bytes read past the header in the chunk that completed
+// it (often the start of the ClientHello, sent in the same TCP segment). Put them back before
+// handing the socket on in this process:
 //
 //   socket.unshift(rest);
 //   tlsServer.emit('connection', socket);
 //
-// or send them along when the socket goes to another process, and unshift them there.
-//
-// Why the handle stops: pause() only stops 'data' events; Node keeps reading the handle into the
-// socket's buffer until that is full, and a socket sent to a worker process leaves its buffer
-// behind. With the handle stopped, nothing past `rest` is read here: the kernel keeps it for
-// whoever reads the descriptor next. (It leans on Node's net internals: `_handle.reading` and
-// `readStop()`, the pair net.Socket itself uses when its buffer is full; a later read() starts
-// the handle again.)
+// A socket sent to another process needs more care: pause() only stops 'data' events, and Node
+// keeps reading the handle into the socket's buffer (a stream reads ahead, up to its high-water
+// mark, even paused), which stays behind when the handle goes. So in the same turn as the send,
+// takeBuffered() stops the handle and returns that buffer: send `rest` and it along, and unshift
+// them there. The kernel keeps anything later for whoever reads the descriptor next.
 
 import type net from 'node:net';
 import { parseProxyHeader, type ProxyClient } from './proxy-header';
@@ -51,26 +48,14 @@ export function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<
     // The parser decides within 2 KiB, so this holds at most that plus one chunk.
     let buffer: Buffer = EMPTY;
 
-    const stop = (): void => {
+    const finish = (result: ReadProxyHeaderResult): void => {
       clearTimeout(timer);
       socket.off('data', socketOnData);
       socket.off('end', socketOnEnd);
       socket.off('close', socketOnEnd);
       socket.off('error', socketOnEnd);
       socket.pause();
-    };
-    const finish = (result: ReadProxyHeaderResult): void => {
-      stop();
       resolve(result);
-    };
-
-    // Chunks read but not yet emitted (pausing in a 'data' handler can leave some), then the
-    // handle stopped, in one turn: nothing can arrive in between.
-    const takeRest = (after: Buffer): Buffer => {
-      const buffered = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
-      stopReading(socket);
-      if (buffered === null) return after.length === 0 ? EMPTY : Buffer.from(after);
-      return Buffer.concat([after, buffered]);
     };
 
     const socketOnData = (chunk: Buffer): void => {
@@ -83,9 +68,9 @@ export function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<
         return;
       }
       const { version, command, client, headerLength } = result;
-      stop();
       // A copy: the rest may be a slice of a pooled chunk, and it may wait a while to be read.
-      resolve({ kind: 'header', header: { version, command, client }, rest: takeRest(buffer.subarray(headerLength)) });
+      const rest = buffer.length > headerLength ? Buffer.from(buffer.subarray(headerLength)) : EMPTY;
+      finish({ kind: 'header', header: { version, command, client }, rest });
     };
     const socketOnEnd = (): void => finish({ kind: 'closed' });
     const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
@@ -99,10 +84,19 @@ export function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<
   });
 }
 
-/** Stops `socket`'s handle reading, as net.Socket does when its buffer is full (see the top of this file). */
-function stopReading(socket: net.Socket): void {
+/**
+ * Stops `socket`'s handle reading and returns what the socket has buffered (empty if nothing),
+ * in one turn: call it right before the socket is sent to another process, in the same turn as
+ * the send. Leans on Node's net internals: `_handle.reading` and `readStop()`, the pair
+ * net.Socket itself uses when its buffer is full (a later read() would start the handle again,
+ * which is why it must be the same turn: the stream's read-ahead runs on the next tick).
+ */
+export function takeBuffered(socket: net.Socket): Buffer {
+  const buffered = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
   const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } | null })._handle;
-  if (handle?.reading !== true || typeof handle.readStop !== 'function') return;
-  handle.reading = false;
-  handle.readStop();
+  if (handle?.reading === true && typeof handle.readStop === 'function') {
+    handle.reading = false;
+    handle.readStop();
+  }
+  return buffered ?? EMPTY;
 }
