@@ -10,7 +10,8 @@ import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { rawOutcome, roundTrip, spawnDaemon, startDaemon, tempDir, type InProcessDaemon } from './helpers/daemon';
+import { loadConfig } from '../src/config/config';
+import { rawOutcome, roundTrip, spawnDaemon, startDaemon, tempDir, until, type InProcessDaemon } from './helpers/daemon';
 import { sample } from './helpers/metrics';
 
 const SIGNATURE = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
@@ -57,11 +58,11 @@ type Delivery = 'one-write' | 'with-hello' | 'byte-by-byte';
  * handshake on the same socket. `with-hello` puts header and ClientHello in one write (one
  * segment); `byte-by-byte` sends the header a byte per turn of the event loop.
  */
-async function proxiedSession(t: TestContext, port: number, ca: Buffer, header: Buffer, delivery: Delivery = 'one-write', localAddress = '127.0.0.1'): Promise<tls.TLSSocket> {
-  return (await proxiedConnection(t, port, ca, header, delivery, localAddress)).client;
+async function proxiedSession(t: TestContext, port: number, ca: Buffer, header: Buffer, delivery: Delivery = 'one-write', localAddress = '127.0.0.1', servername = 'localhost'): Promise<tls.TLSSocket> {
+  return (await proxiedConnection(t, port, ca, header, delivery, localAddress, servername)).client;
 }
 
-async function proxiedConnection(t: TestContext, port: number, ca: Buffer, header: Buffer, delivery: Delivery, localAddress: string): Promise<{ client: tls.TLSSocket; raw: net.Socket }> {
+async function proxiedConnection(t: TestContext, port: number, ca: Buffer, header: Buffer, delivery: Delivery, localAddress: string, servername = 'localhost'): Promise<{ client: tls.TLSSocket; raw: net.Socket }> {
   const raw = net.connect({ host: '127.0.0.1', port, localAddress, noDelay: true });
   t.after(() => raw.destroy());
   await once(raw, 'connect');
@@ -76,7 +77,7 @@ async function proxiedConnection(t: TestContext, port: number, ca: Buffer, heade
   } else {
     socket = prefixFirstWrite(raw, header);
   }
-  const client = tls.connect({ socket, ca, servername: 'localhost' });
+  const client = tls.connect({ socket, ca, servername });
   t.after(() => client.destroy());
   try {
     await once(client, 'secureConnect');
@@ -204,5 +205,55 @@ for (const workers of ['0', '2']) {
     assert.deepEqual(await rawOutcome(d.port, '127.0.0.1', v1('10.9.9.9', 3000)), { reset: true, received: 0 });
     assert.equal(await refusals(d, 'denied'), 1);
     assert.equal(d.supervisor.counts.ipsHeld, 4);
+  });
+}
+
+test('proxy-protocol: the scenario listener takes the header too, with the same admission as the main listener', async (t) => {
+  const d = await startDaemon(t, { scenarios: '127.0.0.1:0', scenarioDelay: '200', proxyProtocol: true, trustedProxy: ['127.0.0.1/32'], maxConnsPerIp: '1' });
+  const scenarioPort = d.supervisor.scenarioAddress!.port;
+  const valid = await proxiedSession(t, scenarioPort, d.ca, v2('10.0.0.1', 1000), 'with-hello', '127.0.0.1', 'valid.localhost');
+  assert.deepEqual(await roundTrip(valid, Buffer.from('hi')), Buffer.from('hi'));
+  // 10.0.0.1 holds its one connection: refused on either listener; 10.0.0.2 is served.
+  assert.deepEqual(await rawOutcome(scenarioPort, '127.0.0.1', v1('10.0.0.1', 1001)), { reset: true, received: 0 });
+  assert.deepEqual(await rawOutcome(d.port, '127.0.0.1', v1('10.0.0.1', 1002)), { reset: true, received: 0 });
+  assert.equal(await refusals(d, 'ip-limit'), 2);
+  const other = await proxiedSession(t, scenarioPort, d.ca, v1('10.0.0.2', 1003), 'byte-by-byte', '127.0.0.1', 'valid.localhost');
+  assert.deepEqual(await roundTrip(other, Buffer.from('ho')), Buffer.from('ho'));
+  assert.deepEqual(await rawOutcome(scenarioPort, '127.0.0.2', v1('10.0.0.3', 1004)), { reset: true, received: 0 });
+  assert.equal(await refusals(d, 'proxy-untrusted'), 1);
+});
+
+test('proxy-protocol: a reload swaps the --trusted-proxy list for new connections', async (t) => {
+  const flags = { listen: '127.0.0.1:0', workers: '0', logLevel: 'error', logFormat: 'json', proxyProtocol: true };
+  let next = { ...flags, trustedProxy: ['127.0.0.1/32'] };
+  const d = await startDaemon(t, next, { reloadConfig: () => loadConfig({ flags: { ...next, certDir: d.certDir }, env: {} }) });
+  const before = await proxiedSession(t, d.port, d.ca, v1('10.0.0.1', 1000));
+  assert.deepEqual(await roundTrip(before, Buffer.from('a')), Buffer.from('a'));
+  next = { ...flags, trustedProxy: ['127.0.0.2/32'] };
+  assert.equal(await d.supervisor.reload(), true);
+  assert.deepEqual(await rawOutcome(d.port, '127.0.0.1', v1('10.0.0.2', 1001)), { reset: true, received: 0 });
+  assert.equal(await refusals(d, 'proxy-untrusted'), 1);
+  const after = await proxiedSession(t, d.port, d.ca, v1('10.0.0.3', 1002), 'one-write', '127.0.0.2');
+  assert.deepEqual(await roundTrip(after, Buffer.from('b')), Buffer.from('b'));
+  // The session from before the reload goes on.
+  assert.deepEqual(await roundTrip(before, Buffer.from('c')), Buffer.from('c'));
+});
+
+for (const workers of ['0', '2']) {
+  test(`proxy-protocol (--workers ${workers}): a client that resets while it waits for a slot is let go; the waiting one after it is served`, async (t) => {
+    const d = await startDaemon(t, { workers, proxyProtocol: true, trustedProxy: ['127.0.0.1/32'], maxSessions: '1' });
+    const holder = await proxiedSession(t, d.port, d.ca, v1('10.0.0.1', 1000));
+    assert.deepEqual(await roundTrip(holder, Buffer.from('a')), Buffer.from('a'));
+    // Header and a first TLS byte, then a reset, while queued: the supervisor's socket reads ahead, and sees the reset.
+    const quitter = net.connect({ host: '127.0.0.1', port: d.port, noDelay: true });
+    await once(quitter, 'connect');
+    quitter.write(Buffer.concat([v1('10.0.0.2', 1001), Buffer.from([0x16])]));
+    await until(() => d.supervisor.counts.pending === 1, 5000, 'the connection queued');
+    quitter.resetAndDestroy();
+    const waiter = proxiedSession(t, d.port, d.ca, v1('10.0.0.3', 1002), 'with-hello');
+    await until(() => d.supervisor.counts.pending === 2 || d.supervisor.counts.ipsHeld === 2, 5000, 'the next one queued');
+    holder.destroy();
+    const client = await waiter;
+    assert.deepEqual(await roundTrip(client, Buffer.from('b')), Buffer.from('b'));
   });
 }

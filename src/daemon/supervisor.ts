@@ -409,6 +409,10 @@ export class Supervisor {
     this.readingHeaders.delete(socket);
     switch (result.kind) {
       case 'header': {
+        // Its stream has started: unlike a socket never read, it reads ahead even paused (while
+        // it waits for a slot, say), and a reset then is an 'error' event that, unheard, would
+        // crash the daemon. The socket is destroyed by it, and a queued one is let go as destroyed.
+        socket.on('error', ignoreSocketError);
         const client = result.header.client;
         if (client === undefined) then({ ip: proxyAddress, port: socket.remotePort ?? 0, proxyAddress, rest: result.rest });
         else then({ ip: normalizeAddress(client.address), port: client.port, proxyAddress, rest: result.rest });
@@ -719,6 +723,8 @@ export class Supervisor {
     });
   }
 }
+
+function ignoreSocketError(): void {}
 
 function scenarioTlsOptionsOf(material: ScenarioMaterial): ReturnType<typeof scenarioTlsOptions> {
   return scenarioTlsOptions({ certs: material.certs, ecdsa: material.ecdsa, rsa: material.rsa, localCa: material.localCa, dh1024: dh1024Parameters() });
