@@ -64,6 +64,10 @@ export interface Config {
   readonly scenarioDelayMs: number;
   /** IPv6 clients are limited per prefix of this many bits (128 = per address). */
   readonly ipv6Prefix: number;
+  /** --proxy-protocol: connections from --trusted-proxy start with a PROXY protocol header (v1 or v2). */
+  readonly proxyProtocol: boolean;
+  /** --trusted-proxy: the balancers allowed to connect (and to say who the client is) with --proxy-protocol. */
+  readonly trustedProxy: readonly Cidr[];
   /** The --config file this config was read from, for reload. */
   readonly configFile: string | undefined;
 }
@@ -107,6 +111,15 @@ function enumParser<T extends string>(values: readonly T[]) {
     }
     return text as T;
   };
+}
+
+/** A switch: true/false from a JSON file, 'true'/'false'/'1'/'0' from env, true from a bare flag. */
+function booleanParser(raw: Raw): boolean {
+  if (typeof raw === 'boolean') return raw;
+  const text = typeof raw === 'string' ? raw.trim().toLowerCase() : typeof raw === 'number' ? String(raw) : '';
+  if (text === 'true' || text === '1') return true;
+  if (text === 'false' || text === '0') return false;
+  throw new Problem(`must be true or false (or 1 or 0), got ${JSON.stringify(raw)}`);
 }
 
 function stringParser(raw: Raw): string {
@@ -216,6 +229,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { field: 'scenarioDomain', flag: 'scenario-domain', arg: '<domain>', description: 'scenario X is served as the server name X.<domain>', defaultText: 'localhost', default: 'localhost', parse: domainParser },
   { field: 'scenarioDelayMs', flag: 'scenario-delay', arg: '<ms>', description: "slow-handshake's and slow-echo's delay (ms)", defaultText: '2000', default: 2000, parse: intParser(0, 600_000, MS) },
   { field: 'ipv6Prefix', flag: 'ipv6-prefix', arg: '<bits>', description: 'IPv6 clients are rate-limited and capped per prefix of this length (128 = per address)', defaultText: '64', default: 64, parse: intParser(1, 128, ' (bits)') },
+  { field: 'proxyProtocol', flag: 'proxy-protocol', arg: '', description: 'connections from --trusted-proxy start with a PROXY protocol header (v1 or v2), whose client address counts for everything after', defaultText: 'off', default: false, parse: booleanParser },
+  { field: 'trustedProxy', flag: 'trusted-proxy', arg: '<cidr>', description: 'load balancers that may connect with --proxy-protocol (repeatable; needed with it)', defaultText: 'none', default: [], repeatable: true, parse: listOf(cidrItem) },
 ];
 
 export const ENV_PREFIX = 'TLS_ECHOD_';
@@ -302,6 +317,13 @@ export function loadConfig(sources: ConfigSources): Config {
 }
 
 function crossCheck(c: Config, problems: string[]): void {
+  // Both parse failures leave the field undefined: judged only when both were read.
+  if (c.proxyProtocol === true && c.trustedProxy?.length === 0) {
+    problems.push('--proxy-protocol needs --trusted-proxy: give the CIDRs of the load balancers that send the PROXY header (anyone else is refused)');
+  }
+  if (c.proxyProtocol === false && c.trustedProxy !== undefined && c.trustedProxy.length > 0) {
+    problems.push('--trusted-proxy is only used with --proxy-protocol: add --proxy-protocol, or leave --trusted-proxy out');
+  }
   if (c.scenarios !== undefined && c.scenarios.port !== 0 && c.scenarios.port === c.listen.port && c.scenarios.host === c.listen.host) {
     problems.push(`--scenarios ${formatHostPort(c.scenarios.host, c.scenarios.port)} is the --listen address: give the scenario listener a port of its own`);
   }

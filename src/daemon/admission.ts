@@ -4,7 +4,7 @@
 
 import { CidrList, ipv6NetworkKey, type Cidr } from '../config/cidr';
 
-export type RefuseReason = 'denied' | 'rate-limited' | 'ip-limit' | 'pool-full' | 'pending-timeout' | 'shutdown';
+export type RefuseReason = 'denied' | 'rate-limited' | 'ip-limit' | 'pool-full' | 'pending-timeout' | 'shutdown' | 'proxy-untrusted' | 'proxy-header-invalid';
 
 export interface AdmissionSettings {
   readonly allow: readonly Cidr[];

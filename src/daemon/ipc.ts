@@ -32,7 +32,11 @@ export function ticketKeysFromWire(keys: string): Buffer {
 
 export type ToWorker =
   | { t: 'init'; index: number; settings: TlsSettings; identity: WireIdentity; logLevel: LogLevel; logFormat: LogFormat }
-  | { t: 'conn'; id: number; ip: string; port: number }
+  /**
+   * A connection, its socket as the handle. With --proxy-protocol, `proxyAddress` and `rest`: the
+   * bytes the supervisor read past the PROXY header (base64), which the socket must yield first.
+   */
+  | { t: 'conn'; id: number; ip: string; port: number; proxyAddress?: string; rest?: string }
   | { t: 'identity'; identity: WireIdentity }
   | { t: 'tickets'; ticketKeys: string }
   | { t: 'settings'; settings: TlsSettings; logLevel: LogLevel }

@@ -10,7 +10,7 @@ import { AdminServer } from '../ops/admin-server';
 import { acceptHandles, type HandleSocket, type RawSocket } from './handle-socket';
 import { needsRenewal } from '../certs/local-ca';
 import type { TlsMaterial } from '../certs/tls-material';
-import { normalizeAddress } from '../config/cidr';
+import { CidrList, normalizeAddress } from '../config/cidr';
 import { formatHostPort, type Config, type HostPort } from '../config/config';
 import { loadClientAuth, refreshLocalCrl, type LoadedClientAuth } from '../mtls/client-auth';
 import { loadClientAuthPolicy, loadTlsMaterial } from './serving-material';
@@ -18,6 +18,7 @@ import { describeListenError, ListenError } from '../errors';
 import { SampledLog, type Logger } from '../ops/logger';
 import { Metrics } from '../ops/metrics';
 import { PendingQueue } from './pending-queue';
+import { readProxyHeader } from '../proxy/read-proxy-header';
 import { SdNotifier } from '../ops/systemd';
 import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 import { WorkerPool } from './worker-pool';
@@ -54,6 +55,19 @@ interface Held {
   readonly key: string;
   readonly port: number;
   readonly socket: RawSocket;
+  /** With --proxy-protocol: who the connection came through, and what it sent after its header. */
+  readonly proxied?: Proxied;
+}
+
+/** The client a PROXY header named (or the proxy itself), for a connection from a trusted proxy. */
+interface Proxied {
+  /** Normalised client address: the header's, or the proxy's own (LOCAL, UNKNOWN, UNSPEC). */
+  readonly ip: string;
+  readonly port: number;
+  /** The proxy's address (normalised). */
+  readonly proxyAddress: string;
+  /** Bytes read past the header (the start of the ClientHello, often): whoever reads the socket next gets them first. */
+  readonly rest: Buffer;
 }
 
 export function tlsSettingsOf(config: Config): TlsSettings {
@@ -86,6 +100,12 @@ export class Supervisor {
   private scenarioMaterial: ScenarioMaterial | undefined;
   /** --scenario-domain as at start: the certificates name it, so a reload can't change it. */
   private scenarioDomain = '';
+  /** --proxy-protocol as at start: it picks the listeners' accept path, so a reload can't change it. */
+  private readonly proxyProtocol: boolean;
+  /** --trusted-proxy: who may connect with --proxy-protocol (a reload may change it). */
+  private trustedProxies: CidrList;
+  /** Connections from a trusted proxy whose header is being read: bounded, and closed at shutdown. */
+  private readonly readingHeaders = new Set<net.Socket>();
   private readonly refusalLog: SampledLog;
   private readonly notifier: SdNotifier;
   readonly metrics: Metrics;
@@ -113,6 +133,8 @@ export class Supervisor {
     private readonly options: SupervisorOptions,
   ) {
     this.config = config;
+    this.proxyProtocol = config.proxyProtocol;
+    this.trustedProxies = new CidrList(config.trustedProxy);
     this.admission = new Admission(config);
     this.pending = new PendingQueue<Held>(config.maxPending, config.pendingTimeoutMs, (h) => this.refuseHeld(h, 'pending-timeout'));
     this.refusalLog = new SampledLog(logger);
@@ -231,15 +253,17 @@ export class Supervisor {
     const targets: Array<{ fd: number } | { host: string; port: number }> =
       this.options.listenFds && this.options.listenFds.length > 0 ? this.options.listenFds.map((fd) => ({ fd })) : [this.config.listen];
     for (const target of targets) {
-      const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.serverOnConnection);
+      // With --proxy-protocol, its own path: with it off, the hot path is the same code.
+      const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.proxyProtocol ? this.proxiedOnConnection : this.serverOnConnection);
       await new Promise<void>((resolve, reject) => {
         server.once('error', (err) => reject(listenError(target, err)));
         server.listen({ ...target, backlog: 4096 }, () => {
           server.removeAllListeners('error');
           server.on('error', this.listenerOnError);
           // Inline, connections come as bare handles, without the net.Socket a worker needs for
-          // IPC and the inline server doesn't (see handle-socket.ts).
-          if (this.config.workers === 0) acceptHandles(server, this.handleSocketOnAccept, this.listenerOnError);
+          // IPC and the inline server doesn't (see handle-socket.ts). Not with --proxy-protocol:
+          // the header is read off a net.Socket.
+          if (this.config.workers === 0 && !this.proxyProtocol) acceptHandles(server, this.handleSocketOnAccept, this.listenerOnError);
           resolve();
         });
       });
@@ -278,7 +302,8 @@ export class Supervisor {
   // Its own listener, never the inline HandleSocket path: reading the ClientHello before any TLS
   // server has the connection needs a net.Socket (scenarios/peek-hello.ts).
   private async listenForScenarios(address: HostPort): Promise<void> {
-    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.scenarioOnConnection);
+    const onConnection = this.proxyProtocol ? this.scenarioProxiedOnConnection : this.scenarioOnConnection;
+    const server = net.createServer({ pauseOnConnect: true, noDelay: true }, onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new ListenError(`--scenarios ${formatHostPort(address.host, address.port)}: ${describeListenError(err, '--scenarios')}`, { cause: err })));
       server.listen({ host: address.host, port: address.port, backlog: 511 }, () => {
@@ -297,19 +322,32 @@ export class Supervisor {
       socket.destroy();
       return;
     }
-    const ip = normalizeAddress(socket.remoteAddress);
-    const key = this.admitted(socket, ip);
+    this.admitScenario(socket, normalizeAddress(socket.remoteAddress), socket.remotePort ?? 0, undefined);
+  };
+
+  private readonly scenarioProxiedOnConnection = (socket: net.Socket): void => {
+    void this.readProxied(socket, (proxied) => this.admitScenario(socket, proxied.ip, proxied.port, proxied));
+  };
+
+  private admitScenario(socket: net.Socket, ip: string, port: number, proxied: Proxied | undefined): void {
+    const key = this.admitted(socket, ip, proxied);
     if (key === undefined) return;
     if (this.held.size >= this.config.maxSessions) {
       this.admission.release(key);
-      this.refuse(socket, ip, 'pool-full');
+      this.refuse(socket, ip, 'pool-full', proxied?.proxyAddress);
       return;
     }
     this.metrics.connectionAccepted();
     const id = this.nextId++;
     this.held.set(id, key);
-    this.scenarioServer!.accept(socket, { id, ip, port: socket.remotePort ?? 0 });
-  };
+    if (proxied === undefined) {
+      this.scenarioServer!.accept(socket, { id, ip, port });
+      return;
+    }
+    // The scenario server reads the ClientHello off the socket: the bytes read with the header come first.
+    if (proxied.rest.length > 0) socket.unshift(proxied.rest);
+    this.scenarioServer!.accept(socket, { id, ip, port, proxyAddress: proxied.proxyAddress });
+  }
 
   private startTimers(): void {
     const every = (ms: number, fn: () => void): void => {
@@ -335,6 +373,77 @@ export class Supervisor {
   private readonly handleSocketOnAccept = (socket: HandleSocket): void => {
     this.admit(socket, socket.remoteAddress, socket.remotePort);
   };
+
+  private readonly proxiedOnConnection = (socket: net.Socket): void => {
+    void this.readProxied(socket, (proxied) => this.admitProxied(socket, proxied));
+  };
+
+  /**
+   * --proxy-protocol: refuses a connection from outside --trusted-proxy, reads the PROXY header
+   * of one from inside (bounded in bytes, and in time by --handshake-timeout), refuses it if
+   * that fails, and otherwise passes on the client the header names. No admission yet: the
+   * limits are the client's, not the proxy's.
+   */
+  private async readProxied(socket: net.Socket, then: (proxied: Proxied) => void): Promise<void> {
+    if (socket.remoteAddress === undefined) {
+      socket.destroy();
+      return;
+    }
+    const proxyAddress = normalizeAddress(socket.remoteAddress);
+    if (this.draining) {
+      this.refuse(socket, proxyAddress, 'shutdown');
+      return;
+    }
+    if (!this.trustedProxies.contains(proxyAddress)) {
+      this.refuse(socket, proxyAddress, 'proxy-untrusted');
+      return;
+    }
+    // Headers in flight hold no slot yet, so they get a bound of their own: as many as there
+    // can be connections held.
+    if (this.readingHeaders.size >= this.config.maxSessions + this.config.maxPending) {
+      this.refuse(socket, proxyAddress, 'pool-full');
+      return;
+    }
+    this.readingHeaders.add(socket);
+    const result = await readProxyHeader(socket, this.config.handshakeTimeoutMs);
+    this.readingHeaders.delete(socket);
+    switch (result.kind) {
+      case 'header': {
+        // Its stream has started: unlike a socket never read, it reads ahead even paused (while
+        // it waits for a slot, say), and a reset then is an 'error' event that, unheard, would
+        // crash the daemon. The socket is destroyed by it, and a queued one is let go as destroyed.
+        socket.on('error', ignoreSocketError);
+        const client = result.header.client;
+        if (client === undefined) then({ ip: proxyAddress, port: socket.remotePort ?? 0, proxyAddress, rest: result.rest });
+        else then({ ip: normalizeAddress(client.address), port: client.port, proxyAddress, rest: result.rest });
+        return;
+      }
+      case 'closed':
+        // Gone (a balancer's plain TCP check, or closed at shutdown): nothing to refuse.
+        socket.destroy();
+        return;
+      case 'invalid':
+      case 'timeout':
+        this.refuse(socket, proxyAddress, 'proxy-header-invalid', undefined, result.kind === 'timeout' ? `no complete header within ${this.config.handshakeTimeoutMs} ms` : result.why);
+        return;
+    }
+  }
+
+  // admit() for a client named by a PROXY header: the same steps, with the proxy and the bytes read carried along.
+  private admitProxied(socket: net.Socket, proxied: Proxied): void {
+    const key = this.admitted(socket, proxied.ip, proxied);
+    if (key === undefined) return;
+    this.metrics.connectionAccepted();
+    if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
+      const worker = this.pool!.pick();
+      if (worker !== undefined) {
+        this.dispatch(socket, proxied.ip, key, proxied.port, worker, proxied);
+        return;
+      }
+    }
+    const held: Held = { ip: proxied.ip, key, port: proxied.port, socket, proxied };
+    if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
+  }
 
   // Failed accepts (EMFILE in a descriptor flood, say) come as fast as connections do: sampled.
   private readonly listenerOnError = (err: Error): void => {
@@ -362,24 +471,25 @@ export class Supervisor {
    * The admission key the connection from `ip` now holds (release it once, when the connection
    * ends); undefined, with the connection refused, when draining or when admission refuses it.
    */
-  private admitted(socket: RawSocket, ip: string): string | undefined {
+  private admitted(socket: RawSocket, ip: string, proxied?: Proxied): string | undefined {
     if (this.draining) {
-      this.refuse(socket, ip, 'shutdown');
+      this.refuse(socket, ip, 'shutdown', proxied?.proxyAddress);
       return undefined;
     }
     const key = this.admission.clientKey(ip);
     const refused = this.admission.admit(ip, key);
     if (refused === undefined) return key;
-    this.refuse(socket, ip, refused);
+    this.refuse(socket, ip, refused, proxied?.proxyAddress);
     return undefined;
   }
 
-  private dispatch(socket: RawSocket, ip: string, key: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>): void {
+  private dispatch(socket: RawSocket, ip: string, key: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>, proxied?: Proxied): void {
     const id = this.nextId++;
     // Only the admission key is kept: the socket now belongs to the worker (holding it would
     // keep a dead net.Socket per session alive in the supervisor).
     this.held.set(id, key);
-    worker.dispatch(socket, { id, ip, port });
+    if (proxied === undefined) worker.dispatch(socket, { id, ip, port });
+    else worker.dispatch(socket, { id, ip, port, proxyAddress: proxied.proxyAddress }, proxied.rest);
   }
 
   /** Moves waiting connections into free slots, oldest first. */
@@ -392,7 +502,7 @@ export class Supervisor {
         this.admission.release(held.key);
         continue;
       }
-      this.dispatch(held.socket, held.ip, held.key, held.port, worker);
+      this.dispatch(held.socket, held.ip, held.key, held.port, worker, held.proxied);
     }
   }
 
@@ -412,14 +522,18 @@ export class Supervisor {
 
   private refuseHeld(held: Held, reason: RefuseReason): void {
     this.admission.release(held.key);
-    this.refuse(held.socket, held.ip, reason);
+    this.refuse(held.socket, held.ip, reason, held.proxied?.proxyAddress);
   }
 
-  private refuse(socket: RawSocket, ip: string, reason: RefuseReason): void {
+  /** Resets `socket`, counts and logs (sampled) the refusal; `proxyAddress` when a PROXY header named `ip`, `why` to say more. */
+  private refuse(socket: RawSocket, ip: string, reason: RefuseReason, proxyAddress?: string, why?: string): void {
     // A reset, before any ServerHello: the refusal costs no handshake.
     socket.resetAndDestroy();
     this.metrics.connectionRefused(reason);
-    this.refusalLog.log('info', reason, 'connection refused', { remoteAddress: ip, reason });
+    const fields: Record<string, unknown> = { remoteAddress: ip, reason };
+    if (proxyAddress !== undefined) fields.proxyAddress = proxyAddress;
+    if (why !== undefined) fields.why = why;
+    this.refusalLog.log('info', reason, 'connection refused', fields);
   }
 
   private rotateTicketKeys(): void {
@@ -514,7 +628,7 @@ export class Supervisor {
       const next = this.options.reloadConfig();
       const material = await loadTlsMaterial(next, this.logger, this.options.clock?.());
       const clientAuth = await loadClientAuthPolicy(next, material, this.logger, this.options.clock?.());
-      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec', 'scenarios', 'scenarioDomain'] as const) {
+      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec', 'scenarios', 'scenarioDomain', 'proxyProtocol'] as const) {
         if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
           this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });
         }
@@ -524,6 +638,8 @@ export class Supervisor {
       this.material = material;
       this.clientAuth = clientAuth;
       this.admission.update(next);
+      // With --proxy-protocol turned off, the protocol stays on until the restart, for the proxies trusted so far.
+      if (next.trustedProxy.length > 0) this.trustedProxies = new CidrList(next.trustedProxy);
       this.pending.setLimits(next.maxPending, next.pendingTimeoutMs);
       this.pool?.setSettings(tlsSettingsOf(next), next.logLevel);
       // The domain stays the one the scenario certificates were made for, until a restart.
@@ -573,6 +689,8 @@ export class Supervisor {
     // close() stops accepting now; its callback would wait for every inline session to end.
     for (const l of this.listeners) l.close();
     this.scenarioListener?.close();
+    // Their header reads end as 'closed': nothing more is done with them.
+    for (const socket of this.readingHeaders) socket.destroy();
     for (const h of this.pending.drain()) this.refuseHeld(h, 'shutdown');
     for (const t of this.timers) clearInterval(t);
     if (!(await this.waitForSessions(this.config.drainTimeoutMs))) {
@@ -605,6 +723,8 @@ export class Supervisor {
     });
   }
 }
+
+function ignoreSocketError(): void {}
 
 function scenarioTlsOptionsOf(material: ScenarioMaterial): ReturnType<typeof scenarioTlsOptions> {
   return scenarioTlsOptions({ certs: material.certs, ecdsa: material.ecdsa, rsa: material.rsa, localCa: material.localCa, dh1024: dh1024Parameters() });

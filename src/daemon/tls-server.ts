@@ -18,6 +18,8 @@ export interface ConnectionMeta {
   readonly ip: string;
   /** Client port, for the log (read where the address was: no second getpeername). */
   readonly port: number;
+  /** With --proxy-protocol: the proxy the connection came through (ip and port are the client's, from its header). */
+  readonly proxyAddress?: string;
 }
 
 /** Reported once per connection, when its socket has closed. */
@@ -331,6 +333,7 @@ export class TlsEchoServer {
       sessionId: conn.meta.id,
       remoteAddress: conn.meta.ip,
       remotePort: conn.meta.port,
+      proxyAddress: conn.meta.proxyAddress,
       tlsVersion: conn.tlsVersion,
       cipher: conn.cipher,
       sni: conn.sni,

@@ -5,12 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';
+import type net from 'node:net';
 import path from 'node:path';
 import type { LogFormat, LogLevel } from '../config/config';
 import { WorkerCrashLoopError } from '../errors';
 import { HandleSocket, type RawSocket } from './handle-socket';
 import { identityToWire, ticketKeysToWire, type FromWorker, type ToWorker } from './ipc';
 import { setSoleStdoutWriter, type Logger } from '../ops/logger';
+import { takeBuffered } from '../proxy/read-proxy-header';
 import type { CloseReason } from './session';
 import { TlsEchoServer, type ConnectionClosed, type ConnectionMeta, type ServerIdentity, type TlsSettings } from './tls-server';
 
@@ -52,7 +54,8 @@ interface Worker {
   /** Started and able to take connections (a process has said so; inline always is). */
   readonly ready: boolean;
   canTake(): boolean;
-  dispatch(socket: RawSocket, meta: ConnectionMeta): void;
+  /** Hands over an admitted socket; `rest` (with --proxy-protocol): bytes already read off it, which it must yield first. */
+  dispatch(socket: RawSocket, meta: ConnectionMeta, rest?: Buffer): void;
   /** Certificate, key and ticket keys for connections from now on. */
   setIdentity(identity: ServerIdentity): void;
   setTicketKeys(keys: Buffer): void;
@@ -80,7 +83,9 @@ class InlineWorker implements Worker {
     return true;
   }
 
-  dispatch(socket: RawSocket, meta: ConnectionMeta): void {
+  dispatch(socket: RawSocket, meta: ConnectionMeta, rest?: Buffer): void {
+    // Only a net.Socket has bytes read off it (the PROXY header path never takes bare handles).
+    if (rest !== undefined && rest.length > 0) (socket as net.Socket).unshift(rest);
     this.server.accept(socket, meta);
   }
 
@@ -142,16 +147,25 @@ class ProcessWorker implements Worker {
     return this.ready && this.inFlight < MAX_IN_FLIGHT_PER_WORKER;
   }
 
-  dispatch(socket: RawSocket, meta: ConnectionMeta): void {
+  dispatch(socket: RawSocket, meta: ConnectionMeta, rest?: Buffer): void {
     // The supervisor takes bare handles only with --workers 0 (Supervisor.listen).
     assert(!(socket instanceof HandleSocket), 'a HandleSocket cannot be sent to a worker process');
     this.held.add(meta.id);
     this.inFlight++;
-    this.child.send({ t: 'conn', id: meta.id, ip: meta.ip, port: meta.port } satisfies ToWorker, socket, (err) => {
+    const message: ToWorker = meta.proxyAddress === undefined ? { t: 'conn', id: meta.id, ip: meta.ip, port: meta.port } : this.proxiedMessage(socket as net.Socket, meta, rest);
+    this.child.send(message, socket, (err) => {
       // Not delivered: the worker is going away; its exit releases this connection's slot.
       if (err) socket.destroy();
       if (this.inFlight-- === MAX_IN_FLIGHT_PER_WORKER) this.onCapacity();
     });
+  }
+
+  // A socket's own buffer stays here when its handle goes: the bytes read past its PROXY header,
+  // and any read ahead since, travel in the message. The send must follow in this same turn.
+  private proxiedMessage(socket: net.Socket, meta: ConnectionMeta, rest: Buffer | undefined): ToWorker {
+    const buffered = takeBuffered(socket);
+    const all = rest === undefined || rest.length === 0 ? buffered : buffered.length === 0 ? rest : Buffer.concat([rest, buffered]);
+    return { t: 'conn', id: meta.id, ip: meta.ip, port: meta.port, proxyAddress: meta.proxyAddress, rest: all.length > 0 ? all.toString('base64') : undefined };
   }
 
   setIdentity(identity: ServerIdentity): void {

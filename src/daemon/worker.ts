@@ -34,7 +34,13 @@ function onMessage(message: ToWorker, handle: unknown): void {
         send({ t: 'closed', report: { id: message.id, reason: 'error', handshakeMs: undefined, durationMs: 0, bytesIn: 0, bytesOut: 0 } });
         return;
       }
-      server.accept(socket, { id: message.id, ip: message.ip, port: message.port });
+      if (message.proxyAddress === undefined) {
+        server.accept(socket, { id: message.id, ip: message.ip, port: message.port });
+        return;
+      }
+      // Read by the supervisor with the PROXY header: they come before anything still in the kernel.
+      if (message.rest !== undefined) socket.unshift(Buffer.from(message.rest, 'base64'));
+      server.accept(socket, { id: message.id, ip: message.ip, port: message.port, proxyAddress: message.proxyAddress });
       return;
     }
     case 'identity':

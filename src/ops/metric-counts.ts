@@ -3,7 +3,7 @@
 // them on every event; the exposition (metrics-exposition.ts) reads them when scraped.
 
 /** Why the supervisor refused a connection before any TLS work. */
-export const REFUSE_REASONS = ['denied', 'rate-limited', 'ip-limit', 'pool-full', 'pending-timeout', 'shutdown'] as const;
+export const REFUSE_REASONS = ['denied', 'rate-limited', 'ip-limit', 'pool-full', 'pending-timeout', 'shutdown', 'proxy-untrusted', 'proxy-header-invalid'] as const;
 /** Why a TLS handshake did not complete. */
 export const HANDSHAKE_FAILURE_REASONS = ['handshake-timeout', 'handshake-failed', 'client-cert'] as const;
 /** Why an established session ended. */

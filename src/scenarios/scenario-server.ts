@@ -248,6 +248,7 @@ export class ScenarioServer {
       sessionId: conn.meta.id,
       remoteAddress: conn.meta.ip,
       remotePort: conn.meta.port,
+      proxyAddress: conn.meta.proxyAddress,
       scenario: conn.scenario,
       ...fields,
       bytesIn: bytes,

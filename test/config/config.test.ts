@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { autoWorkers, loadConfig } from '../../src/config/config';
+import { autoWorkers, loadConfig, type ConfigSources } from '../../src/config/config';
 import { ConfigError } from '../../src/errors';
 import { runCli, tempDir } from '../helpers/daemon';
 
@@ -113,4 +113,39 @@ test('config: --workers auto is one worker per CPU, and inline (0) on a single C
   assert.equal(autoWorkers(1), 0);
   assert.equal(autoWorkers(2), 2);
   assert.equal(autoWorkers(16), 16);
+});
+
+test('config: --proxy-protocol is a switch (flag, env, file) and needs --trusted-proxy; --trusted-proxy needs it', (t) => {
+  assert.equal(loadConfig({ flags: {}, env: {} }).proxyProtocol, false);
+  assert.deepEqual(loadConfig({ flags: {}, env: {} }).trustedProxy, []);
+  const on = loadConfig({ flags: { proxyProtocol: true, trustedProxy: ['127.0.0.1/32', '10.0.0.0/8'] }, env: {} });
+  assert.equal(on.proxyProtocol, true);
+  assert.deepEqual(on.trustedProxy.map((c) => c.text), ['127.0.0.1/32', '10.0.0.0/8']);
+  for (const [value, expected] of [['true', true], ['1', true], ['false', false], ['0', false]] as const) {
+    const c = loadConfig({ flags: {}, env: { TLS_ECHOD_PROXY_PROTOCOL: value, TLS_ECHOD_TRUSTED_PROXY: expected ? '127.0.0.1,::1' : '' } });
+    assert.equal(c.proxyProtocol, expected, value);
+  }
+  const file = path.join(tempDir(t), 'c.json');
+  writeFileSync(file, JSON.stringify({ proxyProtocol: true, trustedProxy: ['192.0.2.0/24'] }));
+  assert.equal(loadConfig({ flags: {}, env: {}, configFile: file }).proxyProtocol, true);
+
+  const problems = (flags: ConfigSources['flags'], env: NodeJS.ProcessEnv = {}): readonly string[] => {
+    try {
+      loadConfig({ flags, env });
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.problems;
+    }
+    return [];
+  };
+  assert.match(problems({ proxyProtocol: true }).join('\n'), /--proxy-protocol needs --trusted-proxy/);
+  assert.match(problems({ trustedProxy: ['127.0.0.1'] }).join('\n'), /--trusted-proxy is only used with --proxy-protocol/);
+  assert.match(problems({}, { TLS_ECHOD_PROXY_PROTOCOL: 'yes' }).join('\n'), /TLS_ECHOD_PROXY_PROTOCOL: must be true or false/);
+  assert.match(problems({ proxyProtocol: true, trustedProxy: ['not-a-cidr'] }).join('\n'), /"not-a-cidr" is not an IPv4 or IPv6 address/);
+});
+
+test('cli: --proxy-protocol without --trusted-proxy exits 2 naming --trusted-proxy', async () => {
+  const { code, stderr } = await runCli(['serve', '--proxy-protocol']);
+  assert.equal(code, 2);
+  assert.match(stderr, /--trusted-proxy/);
 });
