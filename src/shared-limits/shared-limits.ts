@@ -226,7 +226,8 @@ export class SharedLimits {
   release(key: string): void {
     const list = this.leases.get(key);
     if (list === undefined) return;
-    const lease = list.pop()!;
+    // The oldest first: after a reload changed the prefix, the leases under the old one go first.
+    const lease = list.shift()!;
     if (list.length === 0) this.leases.delete(key);
     if (this.closing !== undefined) return;
     this.client.zrem(lease.zkey, lease.member).then(this.answered, (err: Error) => this.failed('release', err));
