@@ -68,6 +68,16 @@ export interface Config {
   readonly proxyProtocol: boolean;
   /** --trusted-proxy: the balancers allowed to connect (and to say who the client is) with --proxy-protocol. */
   readonly trustedProxy: readonly Cidr[];
+  /** --redis: where the per-client limits shared across instances live; undefined = off. */
+  readonly redis: string | undefined;
+  /** Every key the shared limits use starts with this. */
+  readonly redisPrefix: string;
+  /** How long admission waits for Redis before the local limits decide (ms). */
+  readonly redisTimeoutMs: number;
+  /** /readyz fails while Redis is unreachable. */
+  readonly redisRequired: boolean;
+  /** TLS_ECHOD_REDIS_PASSWORD (not an option: a secret stays out of flags and config files); never logged. */
+  readonly redisPassword: string | undefined;
   /** The --config file this config was read from, for reload. */
   readonly configFile: string | undefined;
 }
@@ -120,6 +130,25 @@ function booleanParser(raw: Raw): boolean {
   if (text === 'true' || text === '1') return true;
   if (text === 'false' || text === '0') return false;
   throw new Problem(`must be true or false (or 1 or 0), got ${JSON.stringify(raw)}`);
+}
+
+const REDIS_SCHEMES = ['redis:', 'rediss:', 'unix:'];
+
+/** --redis: redis://[user:password@]host[:port][/db], rediss://... (TLS) or unix:///path/to/socket. */
+function redisUrlParser(raw: Raw): string {
+  const text = typeof raw === 'string' ? raw.trim() : '';
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Problem('must be a URL: redis://host:6379, rediss://host:6380 or unix:///path/to/redis.sock');
+  }
+  // The message never repeats the URL: it may hold a password.
+  if (!REDIS_SCHEMES.includes(url.protocol)) throw new Problem(`must start with redis://, rediss:// or unix://, got ${url.protocol}//`);
+  if (url.protocol === 'unix:' && url.pathname.length <= 1) throw new Problem('unix:// needs the socket path, e.g. unix:///run/redis/redis.sock');
+  if (url.protocol !== 'unix:' && url.hostname === '') throw new Problem('needs a host, e.g. redis://127.0.0.1:6379');
+  if (url.protocol !== 'unix:' && !/^\/?\d*$/.test(url.pathname)) throw new Problem('the path, if any, is the database number, e.g. redis://127.0.0.1:6379/0');
+  return text;
 }
 
 function stringParser(raw: Raw): string {
@@ -231,6 +260,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { field: 'ipv6Prefix', flag: 'ipv6-prefix', arg: '<bits>', description: 'IPv6 clients are rate-limited and capped per prefix of this length (128 = per address)', defaultText: '64', default: 64, parse: intParser(1, 128, ' (bits)') },
   { field: 'proxyProtocol', flag: 'proxy-protocol', arg: '', description: 'connections from --trusted-proxy start with a PROXY protocol header (v1 or v2), whose client address counts for everything after', defaultText: 'off', default: false, parse: booleanParser },
   { field: 'trustedProxy', flag: 'trusted-proxy', arg: '<cidr>', description: 'load balancers that may connect with --proxy-protocol (repeatable; needed with it)', defaultText: 'none', default: [], repeatable: true, parse: listOf(cidrItem) },
+  { field: 'redis', flag: 'redis', arg: '<url>', description: 'share the per-client rate and cap with every instance using this Redis: redis://, rediss:// or unix:// (password in the URL or TLS_ECHOD_REDIS_PASSWORD)', defaultText: 'off', default: undefined, parse: redisUrlParser },
+  { field: 'redisPrefix', flag: 'redis-prefix', arg: '<prefix>', description: 'start of every key the shared limits use in Redis', defaultText: 'tls-echod:', default: 'tls-echod:', parse: stringParser },
+  { field: 'redisTimeoutMs', flag: 'redis-timeout', arg: '<ms>', description: 'longest wait for Redis before the local limits decide (ms)', defaultText: '50', default: 50, parse: intParser(1, 10_000, MS) },
+  { field: 'redisRequired', flag: 'redis-required', arg: '', description: '/readyz fails while Redis is unreachable', defaultText: 'off', default: false, parse: booleanParser },
 ];
 
 export const ENV_PREFIX = 'TLS_ECHOD_';
@@ -244,7 +277,7 @@ export function jsonKey(flag: string): string {
 }
 
 /** Env vars of ours that are not options. */
-const ENV_NOT_OPTIONS = new Set([envName('config')]);
+const ENV_NOT_OPTIONS = new Set([envName('config'), envName('redis-password')]);
 
 export interface ConfigSources {
   /** Values from the command line, keyed by JSON key (commander's camelCase). */
@@ -284,7 +317,8 @@ export function loadConfig(sources: ConfigSources): Config {
     }
   }
 
-  const out: Record<string, unknown> = { configFile };
+  const redisPassword = sources.env[envName('redis-password')];
+  const out: Record<string, unknown> = { configFile, redisPassword: redisPassword === '' ? undefined : redisPassword };
   for (const opt of OPTIONS) {
     const key = jsonKey(opt.flag);
     const env = envName(opt.flag);
@@ -323,6 +357,9 @@ function crossCheck(c: Config, problems: string[]): void {
   }
   if (c.proxyProtocol === false && c.trustedProxy !== undefined && c.trustedProxy.length > 0) {
     problems.push('--trusted-proxy is only used with --proxy-protocol: add --proxy-protocol, or leave --trusted-proxy out');
+  }
+  if (c.redisRequired && c.redis === undefined) {
+    problems.push('--redis-required needs --redis: give the Redis URL the shared limits use, or leave --redis-required out');
   }
   if (c.scenarios !== undefined && c.scenarios.port !== 0 && c.scenarios.port === c.listen.port && c.scenarios.host === c.listen.host) {
     problems.push(`--scenarios ${formatHostPort(c.scenarios.host, c.scenarios.port)} is the --listen address: give the scenario listener a port of its own`);

@@ -26,6 +26,7 @@ import { SCENARIOS } from '../scenarios/catalogue';
 import { makeScenarioMaterial, type ScenarioMaterial } from '../scenarios/scenario-cert-process';
 import { ScenarioServer, type ScenarioSettings } from '../scenarios/scenario-server';
 import { dh1024Parameters, scenarioTlsOptions } from '../scenarios/scenario-tls';
+import type { SharedLimits, SharedLimitsSettings, SharedVerdict } from '../shared-limits/shared-limits';
 
 const TICKET_KEYS_BYTES = 48;
 const SWEEP_INTERVAL_MS = 10_000;
@@ -55,6 +56,8 @@ interface Held {
   readonly key: string;
   readonly port: number;
   readonly socket: RawSocket;
+  /** It holds a lease of the shared limits (--redis) too: release both. */
+  readonly leased: boolean;
   /** With --proxy-protocol: who the connection came through, and what it sent after its header. */
   readonly proxied?: Proxied;
 }
@@ -114,6 +117,14 @@ export class Supervisor {
   private readonly timers: NodeJS.Timeout[] = [];
   /** Connections handed to a worker and not yet closed (id → client address): the session slots in use. */
   private readonly held = new Map<number, string>();
+  /** --redis: the limits shared with other instances; undefined when off. */
+  private shared: SharedLimits | undefined;
+  /** Ids in `held` that also hold a shared lease (main listener, --redis). */
+  private readonly leased = new Set<number>();
+  /** Connections, paused, waiting for the shared limits' answer (each at most --redis-timeout). */
+  private readonly awaitingShared = new Set<RawSocket>();
+  private sharedWaiter: (() => void) | undefined;
+  private readonly redisLog: SampledLog;
   private nextId = 1;
   private ready = false;
   private draining = false;
@@ -138,6 +149,7 @@ export class Supervisor {
     this.admission = new Admission(config);
     this.pending = new PendingQueue<Held>(config.maxPending, config.pendingTimeoutMs, (h) => this.refuseHeld(h, 'pending-timeout'));
     this.refusalLog = new SampledLog(logger);
+    this.redisLog = new SampledLog(logger);
     this.notifier = new SdNotifier(process.env, logger);
     this.metrics = new Metrics({
       sessionsActive: () => this.held.size,
@@ -209,11 +221,12 @@ export class Supervisor {
     );
     this.pool = pool;
     await pool.start();
+    if (this.config.redis !== undefined) await this.openSharedLimits(this.config.redis);
     if (this.config.admin !== undefined) {
       this.admin = new AdminServer({
         address: this.config.admin,
         metrics: this.metrics,
-        isReady: () => this.ready && !this.draining,
+        isReady: () => this.ready && !this.draining && this.redisReady(),
         logger: this.logger,
         scenarioDomain: this.scenarioServer === undefined ? undefined : this.scenarioDomain,
       });
@@ -433,16 +446,11 @@ export class Supervisor {
   private admitProxied(socket: net.Socket, proxied: Proxied): void {
     const key = this.admitted(socket, proxied.ip, proxied);
     if (key === undefined) return;
-    this.metrics.connectionAccepted();
-    if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
-      const worker = this.pool!.pick();
-      if (worker !== undefined) {
-        this.dispatch(socket, proxied.ip, key, proxied.port, worker, proxied);
-        return;
-      }
+    if (this.shared !== undefined) {
+      this.admitShared(this.shared, socket, proxied.ip, key, proxied.port, proxied);
+      return;
     }
-    const held: Held = { ip: proxied.ip, key, port: proxied.port, socket, proxied };
-    if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
+    this.accept(socket, proxied.ip, key, proxied.port, false, proxied);
   }
 
   // Failed accepts (EMFILE in a descriptor flood, say) come as fast as connections do: sampled.
@@ -455,15 +463,24 @@ export class Supervisor {
     const ip = normalizeAddress(address);
     const key = this.admitted(socket, ip);
     if (key === undefined) return;
+    if (this.shared !== undefined) {
+      this.admitShared(this.shared, socket, ip, key, port);
+      return;
+    }
+    this.accept(socket, ip, key, port, false);
+  }
+
+  /** An admitted connection: into a free slot, or the pending queue. */
+  private accept(socket: RawSocket, ip: string, key: string, port: number, leased: boolean, proxied?: Proxied): void {
     this.metrics.connectionAccepted();
     if (this.pending.length === 0 && this.held.size < this.config.maxSessions) {
       const worker = this.pool!.pick();
       if (worker !== undefined) {
-        this.dispatch(socket, ip, key, port, worker);
+        this.dispatch(socket, ip, key, port, worker, leased, proxied);
         return;
       }
     }
-    const held: Held = { ip, key, port, socket };
+    const held: Held = proxied === undefined ? { ip, key, port, socket, leased } : { ip, key, port, socket, leased, proxied };
     if (!this.pending.push(held)) this.refuseHeld(held, 'pool-full');
   }
 
@@ -483,11 +500,12 @@ export class Supervisor {
     return undefined;
   }
 
-  private dispatch(socket: RawSocket, ip: string, key: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>, proxied?: Proxied): void {
+  private dispatch(socket: RawSocket, ip: string, key: string, port: number, worker: NonNullable<ReturnType<WorkerPool['pick']>>, leased: boolean, proxied?: Proxied): void {
     const id = this.nextId++;
     // Only the admission key is kept: the socket now belongs to the worker (holding it would
     // keep a dead net.Socket per session alive in the supervisor).
     this.held.set(id, key);
+    if (leased) this.leased.add(id);
     if (proxied === undefined) worker.dispatch(socket, { id, ip, port });
     else worker.dispatch(socket, { id, ip, port, proxyAddress: proxied.proxyAddress }, proxied.rest);
   }
@@ -500,9 +518,10 @@ export class Supervisor {
       const held = this.pending.shift()!;
       if (held.socket.destroyed) {
         this.admission.release(held.key);
+        if (held.leased) this.shared?.release(held.key);
         continue;
       }
-      this.dispatch(held.socket, held.ip, held.key, held.port, worker, held.proxied);
+      this.dispatch(held.socket, held.ip, held.key, held.port, worker, held.leased, held.proxied);
     }
   }
 
@@ -511,6 +530,7 @@ export class Supervisor {
     if (key === undefined) return;
     this.held.delete(report.id);
     this.admission.release(key);
+    if (this.leased.size > 0 && this.leased.delete(report.id)) this.shared?.release(key);
     if (report.reason === 'handshake-failed' || report.reason === 'handshake-timeout') {
       this.metrics.handshakeFailed(report.clientCertRefused ? 'client-cert' : report.reason);
     } else {
@@ -522,6 +542,7 @@ export class Supervisor {
 
   private refuseHeld(held: Held, reason: RefuseReason): void {
     this.admission.release(held.key);
+    if (held.leased) this.shared?.release(held.key);
     this.refuse(held.socket, held.ip, reason, held.proxied?.proxyAddress);
   }
 
@@ -534,6 +555,66 @@ export class Supervisor {
     if (proxyAddress !== undefined) fields.proxyAddress = proxyAddress;
     if (why !== undefined) fields.why = why;
     this.refusalLog.log('info', reason, 'connection refused', fields);
+  }
+
+  // --- Shared limits (--redis) -------------------------------------------------------------
+
+  private async openSharedLimits(url: string): Promise<void> {
+    const { SharedLimits, redactRedisUrl } = await import('../shared-limits/shared-limits');
+    const redis = redactRedisUrl(url);
+    this.metrics.setRedisUp(false);
+    this.shared = await SharedLimits.open(sharedLimitsSettingsOf(this.config), {
+      url,
+      password: this.config.redisPassword,
+      onError: (what, err) => {
+        this.metrics.redisError();
+        this.redisLog.log('warn', `redis-${what}`, 'redis error: the local limits decide meanwhile', { redis, what, error: err.message });
+      },
+      onUp: (up) => {
+        this.metrics.setRedisUp(up);
+        this.redisLog.log(up ? 'info' : 'warn', 'redis-up', up ? 'redis answers: per-client limits are shared' : 'redis does not answer: per-client limits are local', { redis });
+      },
+    });
+  }
+
+  /** /readyz: false while Redis doesn't answer, only with --redis-required. */
+  private redisReady(): boolean {
+    return !this.config.redisRequired || this.shared === undefined || this.shared.up;
+  }
+
+  /**
+   * The local limits admitted the connection (it holds the local count for `key`); now the
+   * shared ones decide, the socket paused meanwhile. 'ok' and 'unavailable' (the local decision
+   * stands) hold a shared lease as well; a shared refusal gives the local count back.
+   */
+  private admitShared(shared: SharedLimits, socket: RawSocket, ip: string, key: string, port: number, proxied?: Proxied): void {
+    this.awaitingShared.add(socket);
+    void shared.acquire(key).then((verdict) => this.sharedOnVerdict(shared, socket, ip, key, port, verdict, proxied));
+  }
+
+  private sharedOnVerdict(shared: SharedLimits, socket: RawSocket, ip: string, key: string, port: number, verdict: SharedVerdict, proxied: Proxied | undefined): void {
+    this.awaitingShared.delete(socket);
+    if (this.awaitingShared.size === 0) this.sharedWaiter?.();
+    const leased = verdict === 'ok' || verdict === 'unavailable';
+    if (leased && !this.draining && !socket.destroyed) {
+      this.accept(socket, ip, key, port, true, proxied);
+      return;
+    }
+    this.admission.release(key);
+    if (leased) shared.release(key);
+    if (socket.destroyed) return;
+    this.refuse(socket, ip, this.draining ? 'shutdown' : (verdict as 'rate-limited' | 'ip-limit'), proxied?.proxyAddress);
+  }
+
+  /** Resolves once no connection waits for the shared limits (each waits at most --redis-timeout). */
+  private sharedSettled(): Promise<void> {
+    if (this.awaitingShared.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.sharedWaiter = () => {
+        this.sharedWaiter = undefined;
+        resolve();
+      };
+    });
   }
 
   private rotateTicketKeys(): void {
@@ -628,7 +709,7 @@ export class Supervisor {
       const next = this.options.reloadConfig();
       const material = await loadTlsMaterial(next, this.logger, this.options.clock?.());
       const clientAuth = await loadClientAuthPolicy(next, material, this.logger, this.options.clock?.());
-      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec', 'scenarios', 'scenarioDomain', 'proxyProtocol'] as const) {
+      for (const field of ['listen', 'workers', 'admin', 'logFormat', 'ticketRotationSec', 'renewCheckSec', 'scenarios', 'scenarioDomain', 'proxyProtocol', 'redis', 'redisPassword'] as const) {
         if (JSON.stringify(next[field]) !== JSON.stringify(this.config[field])) {
           this.logger.warn(`reload: ${field} changed; it takes effect at the next restart`, { field });
         }
@@ -640,6 +721,7 @@ export class Supervisor {
       this.admission.update(next);
       // With --proxy-protocol turned off, the protocol stays on until the restart, for the proxies trusted so far.
       if (next.trustedProxy.length > 0) this.trustedProxies = new CidrList(next.trustedProxy);
+      this.shared?.update(sharedLimitsSettingsOf(next));
       this.pending.setLimits(next.maxPending, next.pendingTimeoutMs);
       this.pool?.setSettings(tlsSettingsOf(next), next.logLevel);
       // The domain stays the one the scenario certificates were made for, until a restart.
@@ -693,6 +775,7 @@ export class Supervisor {
     for (const socket of this.readingHeaders) socket.destroy();
     for (const h of this.pending.drain()) this.refuseHeld(h, 'shutdown');
     for (const t of this.timers) clearInterval(t);
+    await this.sharedSettled();
     if (!(await this.waitForSessions(this.config.drainTimeoutMs))) {
       this.logger.info('drain timeout: closing remaining sessions', { sessions: this.held.size });
       this.pool?.closeAll('shutdown');
@@ -700,6 +783,7 @@ export class Supervisor {
       await this.waitForSessions(FINAL_CLOSE_GRACE_MS);
     }
     await this.pool?.stop();
+    await this.shared?.close();
     await this.admin?.close();
     await this.notifier.flush();
     this.notifier.close();
@@ -725,6 +809,16 @@ export class Supervisor {
 }
 
 function ignoreSocketError(): void {}
+
+function sharedLimitsSettingsOf(config: Config): SharedLimitsSettings {
+  return {
+    prefix: config.redisPrefix,
+    timeoutMs: config.redisTimeoutMs,
+    connRatePerSec: config.connRatePerSec,
+    connBurst: config.connBurst,
+    maxConnsPerIp: config.maxConnsPerIp,
+  };
+}
 
 function scenarioTlsOptionsOf(material: ScenarioMaterial): ReturnType<typeof scenarioTlsOptions> {
   return scenarioTlsOptions({ certs: material.certs, ecdsa: material.ecdsa, rsa: material.rsa, localCa: material.localCa, dh1024: dh1024Parameters() });

@@ -100,6 +100,10 @@ export class MetricCounts {
   reloadsOk = 0;
   reloadsFailed = 0;
   workerRestarts = 0;
+  /** Redis commands of the shared limits that failed or timed out, and failed connection attempts (--redis). */
+  redisErrors = 0;
+  /** 1 while Redis answers, 0 while it doesn't; undefined (no series) without --redis. */
+  redisUp: number | undefined = undefined;
   /** Connections per test-peer scenario, every name at 0 from the start; empty while scenarios are off. */
   readonly scenarioSessions = new Map<string, number>();
 }

@@ -90,6 +90,29 @@ export function buildRegistry(counts: MetricCounts, options: MetricsOptions): Re
     },
   });
   counterOf(registry, 'tls_echod_worker_restarts_total', 'Worker processes restarted after they exited.', () => counts.workerRestarts);
+  counterOf(
+    registry,
+    'tls_echod_redis_errors_total',
+    'Redis commands of the shared limits (--redis) that failed or timed out, and failed connection attempts.',
+    () => counts.redisErrors,
+  );
+  // Without --redis there is no series: a 0 would read as "Redis is down" to an alert.
+  const upName = 'tls_echod_redis_up';
+  const upHelp = '1 while the Redis of the shared limits (--redis) answers, 0 while admission falls back to the local limits.';
+  registry.registerMetric({
+    name: upName,
+    help: upHelp,
+    type: 'gauge',
+    aggregator: 'sum',
+    get: () =>
+      Promise.resolve({
+        name: upName,
+        help: upHelp,
+        type: 'gauge',
+        aggregator: 'sum',
+        values: counts.redisUp === undefined ? [] : [{ labels: {}, value: counts.redisUp }],
+      }),
+  } as unknown as Metric);
 
   new Gauge({
     name: 'tls_echod_build_info',

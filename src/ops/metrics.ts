@@ -83,6 +83,16 @@ export class Metrics {
     if (n !== undefined) this.counts.scenarioSessions.set(scenario, n + 1);
   }
 
+  /** The shared limits' Redis failed: a command errored or timed out, or a connection attempt failed. */
+  redisError(): void {
+    this.counts.redisErrors++;
+  }
+
+  /** Redis answers (true) or doesn't (false); only called with --redis, so the series exists only then. */
+  setRedisUp(up: boolean): void {
+    this.counts.redisUp = up ? 1 : 0;
+  }
+
   /** The Prometheus text exposition of every metric, and the content type to serve it with. */
   async render(): Promise<{ contentType: string; body: string }> {
     this.registry ??= import('./metrics-exposition').then((m) => m.buildRegistry(this.counts, this.options));

@@ -149,3 +149,33 @@ test('cli: --proxy-protocol without --trusted-proxy exits 2 naming --trusted-pro
   assert.equal(code, 2);
   assert.match(stderr, /--trusted-proxy/);
 });
+
+test('config: --redis URLs, the switch --redis-required and the password from the env', () => {
+  const c = loadConfig({ flags: { redis: 'redis://127.0.0.1:6390/1', redisRequired: true }, env: { TLS_ECHOD_REDIS_PASSWORD: 's3cret', TLS_ECHOD_REDIS_TIMEOUT: '75' } });
+  assert.equal(c.redis, 'redis://127.0.0.1:6390/1');
+  assert.equal(c.redisRequired, true);
+  assert.equal(c.redisTimeoutMs, 75);
+  assert.equal(c.redisPrefix, 'tls-echod:');
+  assert.equal(c.redisPassword, 's3cret', 'TLS_ECHOD_REDIS_PASSWORD is read, and is no unknown option');
+  for (const [raw, want] of [['true', true], ['1', true], ['false', false], ['0', false]] as const) {
+    assert.equal(loadConfig({ flags: { redis: 'unix:///tmp/r.sock' }, env: { TLS_ECHOD_REDIS_REQUIRED: raw } }).redisRequired, want, raw);
+  }
+  assert.equal(loadConfig({ flags: {}, env: {} }).redisRequired, false);
+  assert.throws(
+    () => loadConfig({ flags: { redis: 'http://user:topsecret@h' }, env: { TLS_ECHOD_REDIS_REQUIRED: 'yes' } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /--redis: must start with redis:\/\/, rediss:\/\/ or unix:\/\//);
+      assert.match(err.message, /TLS_ECHOD_REDIS_REQUIRED: must be true or false/);
+      assert.ok(!err.message.includes('topsecret'), 'the password is never repeated');
+      return true;
+    },
+  );
+  assert.throws(() => loadConfig({ flags: { redis: 'unix://' }, env: {} }), /unix:\/\/ needs the socket path/);
+});
+
+test('cli: --redis-required without --redis exits 2', async () => {
+  const r = await runCli(['serve', '--redis-required']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--redis-required needs --redis/);
+});

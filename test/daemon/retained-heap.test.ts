@@ -2,7 +2,8 @@
 // the objects there pass 8 MB; a daemon sitting at that line ran a full mark-compact every few
 // hundred milliseconds under bulk echo, freeing nothing (docs/architecture.md, "What serving
 // loads"). So serving must not load what it never uses: the certificate builder (issued in a
-// child), prom-client (loaded at the first scrape), the check and bench clients.
+// child), prom-client (loaded at the first scrape), ioredis (only with --redis), the check and
+// bench clients.
 //
 // Measured, not timed: a probe preloaded into each process runs a full GC on SIGUSR2 and
 // reports the old generation's size and the modules loaded. The budget is relative to a bare
@@ -87,7 +88,7 @@ test('retained-heap: a serving daemon keeps at most 3 MiB more old generation th
   // The client's option tables (*-options.js) are the command line's own: it describes every
   // command's flags. The clients themselves are loaded when they run.
   const unneeded = served.modules.filter((m) =>
-    /[\\/]node_modules[\\/](node-forge|prom-client)[\\/]|[\\/]dist[\\/]src[\\/](client[\\/](?![\w-]+-options\.js$)|certs[\\/](issue|x509)\.js)/.test(m),
+    /[\\/]node_modules[\\/](node-forge|prom-client|ioredis)[\\/]|[\\/]dist[\\/]src[\\/](client[\\/](?![\w-]+-options\.js$)|certs[\\/](issue|x509)\.js)/.test(m),
   );
   assert.deepEqual(unneeded, [], 'modules a serving daemon never uses');
   const extraMiB = (served.oldGenerationBytes - bare.oldGenerationBytes) / 2 ** 20;

@@ -67,6 +67,9 @@ test('first-scrape: every known series exists at zero and the text parses', asyn
   assert.equal(m.get('tls_echod_certificate_not_after_seconds')?.samples.length, 0);
   // Scenarios off: the family is there, without a series.
   assert.equal(m.get('tls_echod_scenario_sessions_total')?.samples.length, 0);
+  // Redis off: the family is there, without a series; no errors.
+  assert.equal(m.get('tls_echod_redis_up')?.samples.length, 0);
+  assert.equal(valueOf(m, 'tls_echod_redis_errors_total'), 0);
   // Default process metrics, unprefixed.
   assert.equal(m.get('process_cpu_seconds_total')?.type, 'counter');
 
@@ -86,6 +89,8 @@ test('first-scrape: every known series exists at zero and the text parses', asyn
     tls_echod_reloads_total: 'counter',
     tls_echod_worker_restarts_total: 'counter',
     tls_echod_scenario_sessions_total: 'counter',
+    tls_echod_redis_errors_total: 'counter',
+    tls_echod_redis_up: 'gauge',
     tls_echod_build_info: 'gauge',
   };
   const ours = [...m.keys()].filter((n) => n.startsWith('tls_echod_')).sort();
@@ -107,6 +112,9 @@ test('counters-move: each method moves its series', async () => {
   metrics.reload(false);
   metrics.reload(false);
   metrics.workerRestarted();
+  metrics.redisError();
+  metrics.redisError();
+  metrics.setRedisUp(true);
   const m = await scrape(metrics);
 
   assert.equal(valueOf(m, 'tls_echod_connections_accepted_total'), 2);
@@ -122,6 +130,10 @@ test('counters-move: each method moves its series', async () => {
   assert.equal(valueOf(m, 'tls_echod_reloads_total', { result: 'ok' }), 1);
   assert.equal(valueOf(m, 'tls_echod_reloads_total', { result: 'failed' }), 2);
   assert.equal(valueOf(m, 'tls_echod_worker_restarts_total'), 1);
+  assert.equal(valueOf(m, 'tls_echod_redis_errors_total'), 2);
+  assert.equal(valueOf(m, 'tls_echod_redis_up'), 1);
+  metrics.setRedisUp(false);
+  assert.equal(valueOf(await scrape(metrics), 'tls_echod_redis_up'), 0);
 });
 
 test('unknown-reasons: map to "other" and add no series', async () => {
