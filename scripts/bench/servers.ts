@@ -5,11 +5,11 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, statSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { childPids, processTree, readFileOr, readProcStat, selfAndReapedTicks, systemBusyTicks, vmRssKiB, type Machine } from './machine';
+import { accepts, freePort } from './ports';
 import {
   DAEMON_PROTECTION_FLAGS,
   QUIET_OTHER_SHARE,
@@ -198,30 +198,6 @@ export class ServerProcess {
     await this.exitPromise;
     clearTimeout(timer);
   }
-}
-
-/** A TCP port on 127.0.0.1 that was free when asked. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Whether something accepts TCP connections on 127.0.0.1:port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 /** A certificate and key per key type, made by `tls-echod cert generate`; the directory of each. */
