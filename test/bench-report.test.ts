@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import type { Machine } from '../scripts/bench/machine';
 import { buildRows, renderSummary, type ScenarioResults } from '../scripts/bench/report';
 import { roundOrder, type RunRecord } from '../scripts/bench/runs';
-import { parseSettings, type ServerKind } from '../scripts/bench/settings';
+import { parseSettings, type ScenarioName, type ServerKind } from '../scripts/bench/settings';
+import { haproxyConfig } from '../scripts/bench/sidecars';
 
 function run(server: ServerKind, generator: RunRecord['generator'], opsPerCoreSec: number, serverCpu: number): RunRecord {
   return {
@@ -101,4 +102,70 @@ test('bench: rounds go back and forth over the servers, so a steady drift favour
   assert.deepEqual(roundOrder(kinds, 2), ['floor', 'workers-0', 'baseline']);
   assert.deepEqual(roundOrder(kinds, 3), ['baseline', 'workers-0', 'floor']);
   assert.deepEqual(kinds, ['baseline', 'workers-0', 'floor'], 'the list given is left as it was');
+});
+
+/** A run of --workers 0 with a scale-out option, its sidecar using `sidecarCpu` of the core. */
+function optionRun(server: ServerKind, opsPerCoreSec: number, serverCpu: number, sidecarCpu: number): RunRecord {
+  return { ...run(server, 'tls-echod bench', opsPerCoreSec, serverCpu), sidecarCpu };
+}
+
+function scenarios(entries: Array<[ScenarioName, RunRecord[]]>): ScenarioResults {
+  return { throughput: new Map(entries.map(([name, runs]) => [name, { runs, crossCheck: [], workers: {} }])), idle: [] };
+}
+
+test('bench scale-out rows: HAProxy and --redis are reported as ratios to the daemon without them, never judged', () => {
+  const results = scenarios([
+    ['handshake-ecdsa', [run('baseline', 'tls-echod bench', 2000, 0.99), run('workers-0', 'tls-echod bench', 1980, 0.99)]],
+    ['handshake-haproxy', [run('workers-0', 'tls-echod bench', 2000, 0.65), optionRun('workers-0-haproxy', 1500, 0.95, 0.3)]],
+    ['handshake-redis', [run('workers-0', 'tls-echod bench', 2000, 0.65), optionRun('workers-0-redis', 1800, 0.8, 0.1)]],
+  ]);
+  const rows = buildRows(results);
+  assert.deepEqual(
+    rows.map((r) => [r.id, r.pass, r.verdict, r.option, r.ratios, r.sidecarCpu]),
+    [
+      ['handshake-ecdsa', true, undefined, undefined, { 'workers-0': 0.99 }, undefined],
+      ['handshake-haproxy', undefined, 'reported', 'workers-0-haproxy', { 'workers-0-haproxy': 0.75 }, 0.3],
+      ['handshake-redis', undefined, 'reported', 'workers-0-redis', { 'workers-0-redis': 0.9 }, 0.1],
+    ],
+  );
+  const summary = renderSummary(rows, results, MACHINE, parseSettings([]), [], 1);
+  const lines = summary.split('\n');
+  // The main table: no baseline, the daemon with the option and its ratio, no target.
+  const haproxy = lines.find((l) => l.startsWith('| Full handshakes/s, ECDSA, via HAProxy, vs direct'));
+  assert.ok(haproxy, summary);
+  assert.deepEqual(haproxy.split('|').slice(2, -1).map((c) => c.trim()), ['/core-s', '-', '1,500', '0.750x', '-', '-', '-', '-', 'none', 'reported']);
+  const redis = lines.find((l) => l.startsWith('| Full handshakes/s, ECDSA, --redis, vs without'));
+  assert.ok(redis, summary);
+  assert.deepEqual(redis.split('|').slice(2, -1).map((c) => c.trim()), ['/core-s', '-', '1,800', '0.900x', '-', '-', '-', '-', 'none', 'reported']);
+  // Both figures and the sidecar's share, in their own section.
+  const at = lines.indexOf('Scale-out options (--workers 0 with the option against itself without it, same scenario; reported, no target):');
+  assert.ok(at > 0, summary);
+  assert.equal(lines[at + 1], '  Full handshakes/s, ECDSA, via HAProxy, vs direct: without 2,000 /core-s, with 1,500 /core-s (0.750x); HAProxy used 30% of a core, counted in the server CPU');
+  assert.equal(lines[at + 2], '  Full handshakes/s, ECDSA, --redis, vs without: without 2,000 /core-s, with 1,800 /core-s (0.900x); redis-server used 10% of a core, counted in the server CPU');
+  // Only the ECDSA row was judged.
+  assert.match(summary, /All 1 judged targets met by --workers 0\./);
+});
+
+test('bench scale-out rows: absent, with no section, when their scenarios did not run', () => {
+  const rows = buildRows(handshakes([run('baseline', 'tls-echod bench', 2000, 0.99), run('workers-0', 'tls-echod bench', 1980, 0.99)], []));
+  assert.deepEqual(rows.map((r) => r.option), [undefined]);
+  const summary = renderSummary(rows, handshakes([], []), MACHINE, parseSettings([]), [], 1);
+  assert.doesNotMatch(summary, /Scale-out options|"vs" rows/);
+});
+
+test('bench scale-out rows: the direct run missing leaves the ratio out rather than inventing one', () => {
+  const rows = buildRows(scenarios([['handshake-redis', [optionRun('workers-0-redis', 1800, 0.8, 0.1)]]]));
+  assert.deepEqual(rows.map((r) => [r.id, r.values, r.ratios, r.pass]), [['handshake-redis', { 'workers-0-redis': 1800 }, {}, undefined]]);
+  assert.match(renderSummary(rows, scenarios([]), MACHINE, parseSettings([]), [], 1), /No target was judged/);
+});
+
+test('bench: --only takes the scale-out scenarios by name', () => {
+  assert.deepEqual(parseSettings(['--only', 'handshake-haproxy,handshake-redis']).only, ['handshake-haproxy', 'handshake-redis']);
+});
+
+test('bench HAProxy config: mode tcp, one thread, PROXY v2 to the daemon, from its own frontend port', () => {
+  const lines = haproxyConfig(40001, 40002).split('\n').map((l) => l.trim());
+  for (const line of ['mode tcp', 'nbthread 1', 'bind 127.0.0.1:40001', 'server s1 127.0.0.1:40002 send-proxy-v2']) {
+    assert.ok(lines.includes(line), `${line} in ${lines.join(' / ')}`);
+  }
 });

@@ -4,7 +4,8 @@
 import type { Machine } from './machine';
 import { fmt, pct } from './number-format';
 import type { IdleRecord, RunRecord } from './runs';
-import { SATURATED_SHARE, SERVER_KINDS, SERVER_LABELS, type ScenarioName, type ServerKind, type Settings } from './settings';
+import { SATURATED_SHARE, SERVER_KINDS, SERVER_LABELS, type OptionKind, type ScenarioName, type ServerKind, type Settings } from './settings';
+import { SIDECAR_NAMES } from './sidecars';
 
 interface Row {
   readonly id: string;
@@ -23,6 +24,13 @@ interface Row {
   readonly autoPass: boolean | undefined;
   /** Shown instead of PASS/MISS when the row is not judged: why. */
   readonly verdict?: string;
+  /**
+   * A scale-out option's row (issue 16): its ratios are to --workers 0 without the option, not
+   * to the baseline, and the table shows the daemon with it in the workers 0 column.
+   */
+  readonly option?: OptionKind;
+  /** The option's sidecar (HAProxy, redis-server): its median share of a core, part of the server CPU its per core-s divides by. */
+  readonly sidecarCpu?: number;
 }
 
 export function median(values: readonly number[]): number {
@@ -44,12 +52,13 @@ function ratioOf(a: number | undefined, b: number | undefined): number | undefin
 /** --workers 0 as `node dist/src/cli.js serve` (npm start, the systemd wrapper) and through the bin: the launchers the targets hold for. */
 const JUDGED_KINDS = ['workers-0', 'workers-0-bin'] as const;
 
-function makeRow(id: string, label: string, unit: string, better: Row['better'], target: number, values: Partial<Record<ServerKind, number>>): Row {
-  const base = values.baseline;
+/** A row of `values` with each one's ratio to the `reference` server's (the baseline unless given). */
+function makeRow(id: string, label: string, unit: string, better: Row['better'], target: number, values: Partial<Record<ServerKind, number>>, reference: ServerKind = 'baseline'): Row {
+  const base = values[reference];
   const ratios: Partial<Record<ServerKind, number>> = {};
   for (const [kind, v] of Object.entries(values) as Array<[ServerKind, number]>) {
     const ratio = ratioOf(v, base);
-    if (kind !== 'baseline' && ratio !== undefined) ratios[kind] = ratio;
+    if (kind !== reference && ratio !== undefined) ratios[kind] = ratio;
   }
   const meets = (r: number | undefined): boolean | undefined => (r === undefined ? undefined : better === 'higher' ? r >= target : r <= target);
   const judged = JUDGED_KINDS.map((k) => meets(ratios[k])).filter((p) => p !== undefined);
@@ -104,6 +113,17 @@ export function buildRows(results: ScenarioResults): Row[] {
     const row = makeRow('handshake-mtls', 'Full handshakes/s, ECDSA, --client-auth require', '/core-s', 'higher', 0.95, values(mtls.runs, (r) => r.opsPerCoreSec));
     rows.push({ ...row, pass: undefined, autoPass: undefined, verdict: 'reported' });
   }
+  // Reported, no target (issue 16): --workers 0 with a scale-out option against itself without it,
+  // in the same scenario. The baseline does not run there.
+  const option = (name: ScenarioName, kind: OptionKind, label: string): void => {
+    const s = t.get(name);
+    if (!s) return;
+    const row = makeRow(name, label, '/core-s', 'higher', 0.95, values(s.runs, (r) => r.opsPerCoreSec), 'workers-0');
+    const sidecarCpu = medianBy(s.runs, kind, (r) => r.sidecarCpu ?? NaN, (r) => r.server);
+    rows.push({ ...row, pass: undefined, autoPass: undefined, verdict: 'reported', option: kind, sidecarCpu });
+  };
+  option('handshake-haproxy', 'workers-0-haproxy', 'Full handshakes/s, ECDSA, via HAProxy, vs direct');
+  option('handshake-redis', 'workers-0-redis', 'Full handshakes/s, ECDSA, --redis, vs without');
   throughput('pingpong', 'Ping-pong 64 B msgs/s, 64 conns', '/core-s', (r) => r.opsPerCoreSec);
   const pp = t.get('pingpong');
   if (pp) rows.push(makeRow('pingpong-p99', 'Ping-pong p99 latency, 64 conns', 'ms', 'lower', 1.2, values(pp.runs, (r) => r.p99Ms)));
@@ -155,6 +175,25 @@ function floorSection(rows: readonly Row[]): string[] {
   return lines;
 }
 
+/**
+ * The scale-out options (issue 16): the daemon with each against itself without it, both
+ * figures, and what the sidecar took of the server's core. No lines when none ran.
+ */
+function optionSection(rows: readonly Row[]): string[] {
+  const optionRows = rows.filter((r) => r.option !== undefined);
+  if (optionRows.length === 0) return [];
+  const lines = ['', 'Scale-out options (--workers 0 with the option against itself without it, same scenario; reported, no target):'];
+  for (const r of optionRows) {
+    const kind = r.option!;
+    const sidecar = SIDECAR_NAMES[kind];
+    lines.push(
+      `  ${r.label}: without ${fmt(r.values['workers-0'], 0)} ${r.unit}, with ${fmt(r.values[kind], 0)} ${r.unit} (${ratioText(r.ratios[kind])}); ` +
+        `${sidecar} used ${pct(r.sidecarCpu ?? NaN)} of a core, counted in the server CPU`,
+    );
+  }
+  return lines;
+}
+
 export function renderSummary(rows: readonly Row[], results: ScenarioResults, machine: Machine, settings: Settings, notes: readonly string[], elapsedSec: number): string {
   const out: string[] = [];
   out.push(`tls-echod benchmark, ${machine.date.slice(0, 10)}`);
@@ -181,8 +220,9 @@ export function renderSummary(rows: readonly Row[], results: ScenarioResults, ma
     r.label,
     r.unit,
     fmt(r.values.baseline, decimalsFor(r.unit, r.values.baseline)),
-    fmt(r.values['workers-0'], decimalsFor(r.unit, r.values['workers-0'])),
-    ratioText(r.ratios['workers-0']),
+    // An option's row: the daemon with the option, and its ratio to itself without it.
+    fmt(r.values[r.option ?? 'workers-0'], decimalsFor(r.unit, r.values[r.option ?? 'workers-0'])),
+    ratioText(r.ratios[r.option ?? 'workers-0']),
     fmt(r.values['workers-0-bin'], decimalsFor(r.unit, r.values['workers-0-bin'])),
     ratioText(r.ratios['workers-0-bin']),
     fmt(r.values['workers-auto'], decimalsFor(r.unit, r.values['workers-auto'])),
@@ -195,6 +235,12 @@ export function renderSummary(rows: readonly Row[], results: ScenarioResults, ma
     '(targets apply to --workers 0 started both ways: "workers 0" is `node dist/src/cli.js serve`, as npm start and the systemd wrapper run it, ' +
       '"bin" is dist/src/cli.js run through its shebang; "!" marks a workers auto ratio that would miss them)',
   );
+  if (rows.some((r) => r.option !== undefined)) {
+    out.push(
+      '("vs" rows: the workers 0 column is the daemon with that option, its ratio is to the same daemon without it in the same scenario, ' +
+        'and its per core-s counts HAProxy\'s or redis-server\'s CPU as server CPU; see below)',
+    );
+  }
   const logRows = rows.filter((r) => r.values['workers-0-log-warn'] !== undefined);
   if (logRows.length > 0) {
     out.push('');
@@ -204,6 +250,7 @@ export function renderSummary(rows: readonly Row[], results: ScenarioResults, ma
     }
   }
   out.push(...floorSection(rows));
+  out.push(...optionSection(rows));
   out.push('');
   out.push('Detail (medians over rounds; "bound" says which side ran out of CPU):');
   const detail: string[][] = [];

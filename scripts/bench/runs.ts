@@ -29,6 +29,7 @@ import {
   type Settings,
   type ThroughputScenario,
 } from './settings';
+import { SIDECAR_NAMES } from './sidecars';
 
 export interface RunRecord {
   readonly server: ServerKind;
@@ -40,8 +41,10 @@ export interface RunRecord {
   readonly p99Ms: number;
   readonly errors: number;
   readonly firstError: string | null;
-  /** Server CPU over the measured window, in cores (1 = one full core). */
+  /** Server CPU over the measured window, in cores (1 = one full core); with its sidecar's. */
   readonly serverCpu: number;
+  /** Of serverCpu: the sidecar's (HAProxy, redis-server), for the OPTION_KINDS only. */
+  readonly sidecarCpu?: number;
   readonly generatorCpu: number;
   readonly otherCpu: number;
   /** Operations (or MB) per second of server CPU: the rate of one saturated core. */
@@ -156,6 +159,7 @@ function runRecord(server: ServerProcess, round: number, generator: RunRecord['g
     generator,
     ...figures,
     serverCpu: cpu.server,
+    ...(server.sidecar === undefined ? {} : { sidecarCpu: cpu.sidecar }),
     generatorCpu: cpu.generator,
     otherCpu: cpu.other,
     opsPerCoreSec: ops / serverSeconds,
@@ -220,7 +224,8 @@ function describeRun(r: RunRecord, sc: ThroughputScenario): string {
   const rate = sc.mode === 'stream' ? `${fmt(r.mbPerSec, 0)} MB/s` : `${fmt(r.opsPerSec, 0)}/s`;
   const perCore = sc.mode === 'stream' ? `${fmt(r.mbPerCoreSec, 0)} MB/core-s` : `${fmt(r.opsPerCoreSec, 0)}/core-s`;
   const errors = r.errors > 0 ? `, ${r.errors} errors (${r.firstError ?? '?'})` : '';
-  return `${rate}, server CPU ${pct(r.serverCpu)}, generator ${pct(r.generatorCpu)}, other ${pct(r.otherCpu)} -> ${perCore}, p99 ${r.p99Ms.toFixed(2)} ms${errors}`;
+  const sidecar = sc.option === undefined || r.sidecarCpu === undefined ? '' : ` (${SIDECAR_NAMES[sc.option]} ${pct(r.sidecarCpu)})`;
+  return `${rate}, server CPU ${pct(r.serverCpu)}${sidecar}, generator ${pct(r.generatorCpu)}, other ${pct(r.otherCpu)} -> ${perCore}, p99 ${r.p99Ms.toFixed(2)} ms${errors}`;
 }
 
 /** Whether the floor runs in this scenario: where per-connection work dominates, the handshakes. */
@@ -247,6 +252,8 @@ function clientCertOf(ctx: Context, sc: ThroughputScenario): ClientCertificate |
 
 /** Servers of a throughput scenario; see roundOrder for the order of each round. */
 function throughputServers(ctx: Context, sc: ThroughputScenario): ServerKind[] {
+  // A scale-out option is measured against the same daemon without it, nothing else.
+  if (sc.option !== undefined) return ['workers-0', sc.option];
   // Mutual TLS is reported, not judged: the baseline and the daemon as npm start runs it are enough.
   if (sc.clientAuth === true) return ['baseline', 'workers-0'];
   const kinds: ServerKind[] = ['baseline', 'workers-0', 'workers-0-bin', 'workers-auto'];
@@ -284,6 +291,8 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
     let s = servers.get(kind);
     if (s === undefined || s.exited) {
       if (s !== undefined) ctx.notes.push(`${sc.name}: ${SERVER_LABELS[kind]} exited during the scenario (killed from outside?) and was restarted.`);
+      // What is left of it: the daemon when only its sidecar exited, or the sidecar.
+      await s?.stop();
       s = await startServer(ctx, kind, sc);
       servers.set(kind, s);
       if (s.workers !== undefined) workers[kind] = s.workers;
@@ -332,6 +341,10 @@ export async function runThroughputScenario(ctx: Context, sc: ThroughputScenario
     }
   } finally {
     await Promise.all([...servers.values()].map((s) => s.stop()));
+  }
+  const redisDown = [...servers.values()].reduce((n, s) => n + s.redisDownLines(), 0);
+  if (redisDown > 0) {
+    ctx.notes.push(`${sc.name}: the daemon logged ${redisDown} line(s) saying Redis failed (sampled): for some connections the local limits decided, not Redis.`);
   }
   return { runs, crossCheck, workers };
 }

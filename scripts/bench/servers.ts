@@ -1,17 +1,18 @@
 // The servers under test: starting the baseline, the floor and tls-echod (pinned, with their certificates),
 // finding their port, stopping them; and the CPU accounting that needs to tell our processes
-// (servers, generator) from everyone else's: the quiet-wait before a run and the CPU sampler
-// during it.
+// (servers with their sidecars, generator) from everyone else's: the quiet-wait before a run and
+// the CPU sampler during it.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, statSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { childPids, processTree, readFileOr, readProcStat, selfAndReapedTicks, systemBusyTicks, vmRssKiB, type Machine } from './machine';
+import { accepts, freePort } from './ports';
 import {
   DAEMON_PROTECTION_FLAGS,
+  PROXY_PROTOCOL_FLAGS,
   QUIET_OTHER_SHARE,
   QUIET_PROBE_MS,
   SAMPLE_INTERVAL_MS,
@@ -22,6 +23,7 @@ import {
   type ServerKind,
   type Settings,
 } from './settings';
+import { liveSidecars, startHaproxy, startRedis, type Sidecar } from './sidecars';
 
 // Relative to dist/scripts/bench/, where this module is compiled to.
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
@@ -53,11 +55,19 @@ export const BENCH_CLIENT = 'bench';
 
 export const liveServers = new Set<ServerProcess>();
 
+/** The daemon's line once it reaches the redis-server (src/daemon/supervisor.ts). */
+const REDIS_UP_MESSAGE = 'redis answers: per-client limits are shared';
+/** Its lines when Redis failed and the local limits decided (sampled: at most 10 per 10 s each). */
+const REDIS_DOWN_MESSAGES = ['redis error: the local limits decide', 'redis does not answer'];
+
 export class ServerProcess {
-  exited = false;
+  /** The port the load goes to: the server's own, or HAProxy's in front of it. */
   port = 0;
   /** Worker count the daemon reported (auto resolves to the CPUs it may use). */
   workers: number | undefined;
+  /** HAProxy in front, or the redis-server behind (OPTION_KINDS); stopped with the server. */
+  sidecar: Sidecar | undefined;
+  private serverExited = false;
   private readonly exitPromise: Promise<void>;
 
   private constructor(
@@ -68,7 +78,7 @@ export class ServerProcess {
   ) {
     this.exitPromise = new Promise((resolve) =>
       child.once('exit', () => {
-        this.exited = true;
+        this.serverExited = true;
         liveServers.delete(this);
         resolve();
       }),
@@ -79,7 +89,52 @@ export class ServerProcess {
     return this.child.pid ?? 0;
   }
 
+  /** The server, or its sidecar, has exited: a run against it measures nothing. */
+  get exited(): boolean {
+    return this.serverExited || this.sidecar?.exited === true;
+  }
+
+  /**
+   * Starts the server, and its sidecar for OPTION_KINDS: the redis-server before the daemon (which
+   * connects at start, and is only returned once it has), HAProxy after it (it needs the
+   * daemon's port; the load then goes to HAProxy's).
+   */
   static async start(o: ServerStart): Promise<ServerProcess> {
+    if (o.kind === 'workers-0-redis') {
+      const redis = await startRedis(o.machine, o.workDir);
+      let server: ServerProcess;
+      try {
+        server = await ServerProcess.launch(o, ['--redis', `redis://127.0.0.1:${redis.port}`]);
+      } catch (err) {
+        await redis.stop();
+        throw err;
+      }
+      server.sidecar = redis;
+      const deadline = performance.now() + START_TIMEOUT_MS;
+      while (!readFileOr(server.stdoutPath, '').includes(REDIS_UP_MESSAGE)) {
+        if (server.exited || performance.now() > deadline) {
+          await server.stop();
+          throw new Error(`${SERVER_LABELS[o.kind]} did not reach redis-server on port ${redis.port} within ${START_TIMEOUT_MS / 1000} s: ${readFileOr(server.stdoutPath, '').slice(-2000)}`);
+        }
+        await sleep(25);
+      }
+      return server;
+    }
+    const server = await ServerProcess.launch(o, o.kind === 'workers-0-haproxy' ? PROXY_PROTOCOL_FLAGS : []);
+    if (o.kind === 'workers-0-haproxy') {
+      try {
+        server.sidecar = await startHaproxy(o.machine, o.workDir, server.port);
+      } catch (err) {
+        await server.stop();
+        throw err;
+      }
+      server.port = server.sidecar.port;
+    }
+    return server;
+  }
+
+  /** Starts the server process itself; `extraArgs` go to tls-echod serve. Resolves once it listens. */
+  private static async launch(o: ServerStart, extraArgs: readonly string[]): Promise<ServerProcess> {
     const cert = path.join(o.certDir, 'server.pem');
     const key = path.join(o.certDir, 'server-key.pem');
     const nodeArgs: string[] = [];
@@ -97,6 +152,7 @@ export class ServerProcess {
       fixedPort = o.kind === 'workers-0-log-warn' ? await freePort() : undefined;
       args = ['serve', '--workers', o.kind === 'workers-auto' ? 'auto' : '0', '--listen', `127.0.0.1:${fixedPort ?? 0}`, '--cert', cert, '--key', key, ...DAEMON_PROTECTION_FLAGS];
       if (o.kind === 'workers-0-log-warn') args.push('--log-level', 'warn');
+      args.push(...extraArgs);
       if (o.clientAuth === true) args.push('--client-auth', 'require', '--client-ca', clientCa);
       args.push(...o.settings.daemonArgs);
       nodeArgs.push(...o.settings.daemonNodeArgs);
@@ -166,9 +222,10 @@ export class ServerProcess {
     return false;
   }
 
-  /** The server's processes: the daemon's supervisor and its workers. */
+  /** The server's processes: the daemon's supervisor and its workers, and its sidecar's (HAProxy, redis-server). */
   pids(): number[] {
-    return this.exited ? [] : processTree(this.pid);
+    const own = this.serverExited ? [] : processTree(this.pid);
+    return this.sidecar === undefined ? own : [...own, ...this.sidecar.pids()];
   }
 
   cpuTicks(pids: readonly number[]): number {
@@ -190,38 +247,25 @@ export class ServerProcess {
     }
   }
 
-  /** SIGTERM, a bounded wait for the drain, then SIGKILL. Safe to call twice. */
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-    await this.exitPromise;
-    clearTimeout(timer);
+  /** Lines of the daemon's log that say Redis failed and the local limits decided; 0 without --redis. */
+  redisDownLines(): number {
+    if (this.kind !== 'workers-0-redis') return 0;
+    return readFileOr(this.stdoutPath, '').split('\n').filter((line) => REDIS_DOWN_MESSAGES.some((m) => line.includes(m))).length;
   }
-}
 
-/** A TCP port on 127.0.0.1 that was free when asked. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Whether something accepts TCP connections on 127.0.0.1:port. */
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
+  /**
+   * SIGTERM, a bounded wait for the drain, then SIGKILL; then the sidecar likewise (after the
+   * daemon, which gives its Redis leases back as it stops). Safe to call twice.
+   */
+  async stop(): Promise<void> {
+    if (!this.serverExited) {
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await this.exitPromise;
+      clearTimeout(timer);
+    }
+    await this.sidecar?.stop();
+  }
 }
 
 /** A certificate and key per key type, made by `tls-echod cert generate`; the directory of each. */
@@ -241,15 +285,20 @@ export function generateCerts(workDir: string): Record<KeyType, string> {
 // ---------------------------------------------------------------------------------------------
 // The machine going quiet before a run
 
-/** CPU ticks of this process, its generator children and every server we started (with their workers). */
+/** The running servers and sidecars we started: the children of this process that are not the generator. */
+function serverRoots(): Set<number> {
+  const roots = new Set<number>();
+  for (const s of liveServers) roots.add(s.pid);
+  for (const s of liveSidecars) roots.add(s.pid);
+  return roots;
+}
+
+/** CPU ticks of this process, its generator children and every server and sidecar we started (with their workers). */
 function ourTicks(): number {
-  const servers = new Set<number>();
+  const roots = serverRoots();
   let sum = selfAndReapedTicks();
-  for (const s of liveServers) {
-    servers.add(s.pid);
-    for (const pid of s.pids()) sum += readProcStat(pid)?.cpuTicks ?? 0;
-  }
-  for (const pid of childPids('self')) if (!servers.has(pid)) sum += readProcStat(pid)?.cpuTicks ?? 0;
+  for (const root of roots) for (const pid of processTree(root)) sum += readProcStat(pid)?.cpuTicks ?? 0;
+  for (const pid of childPids('self')) if (!roots.has(pid)) sum += readProcStat(pid)?.cpuTicks ?? 0;
   return sum;
 }
 
@@ -279,6 +328,8 @@ export async function waitForQuiet(ticksPerSec: number, maxWaitMs: number, signa
 interface CpuSample {
   readonly t: number;
   readonly server: number;
+  /** Of `server`: its sidecar's. */
+  readonly sidecar: number;
   readonly generator: number;
   readonly busy: number;
 }
@@ -290,18 +341,22 @@ export interface CpuShares {
   /** Everything else on the machine: other people's work, the kernel's softirqs. */
   readonly other: number;
   readonly serverSeconds: number;
+  /** The server's sidecar (HAProxy, redis-server), included in `server`; 0 when it has none. */
+  readonly sidecar: number;
 }
 
 export class CpuSampler {
   private readonly samples: CpuSample[] = [];
   private readonly timer: NodeJS.Timeout;
   private readonly serverPids: number[];
+  private readonly sidecarPids: number[];
 
   constructor(
     private readonly server: ServerProcess,
     private readonly ticksPerSec: number,
   ) {
     this.serverPids = server.pids();
+    this.sidecarPids = server.sidecar?.pids() ?? [];
     this.sample();
     this.timer = setInterval(() => this.sample(), SAMPLE_INTERVAL_MS);
   }
@@ -312,12 +367,12 @@ export class CpuSampler {
   }
 
   private sample(): void {
-    const servers = new Set<number>();
-    for (const s of liveServers) servers.add(s.pid);
-    // The generator: this process plus the generator processes it started (not the servers).
+    const servers = serverRoots();
+    // The generator: this process plus the generator processes it started (not the servers, nor their sidecars).
     let generator = selfAndReapedTicks();
     for (const pid of childPids('self')) if (!servers.has(pid)) generator += readProcStat(pid)?.cpuTicks ?? 0;
-    this.samples.push({ t: performance.now(), server: this.server.cpuTicks(this.serverPids), generator, busy: systemBusyTicks() });
+    const sidecar = this.sidecarPids.length === 0 ? 0 : this.server.cpuTicks(this.sidecarPids);
+    this.samples.push({ t: performance.now(), server: this.server.cpuTicks(this.serverPids), sidecar, generator, busy: systemBusyTicks() });
   }
 
   private at(t: number): CpuSample {
@@ -329,7 +384,7 @@ export class CpuSampler {
         const a = s[i - 1]!;
         const f = (t - a.t) / (b.t - a.t || 1);
         const lerp = (x: number, y: number): number => x + (y - x) * f;
-        return { t, server: lerp(a.server, b.server), generator: lerp(a.generator, b.generator), busy: lerp(a.busy, b.busy) };
+        return { t, server: lerp(a.server, b.server), sidecar: lerp(a.sidecar, b.sidecar), generator: lerp(a.generator, b.generator), busy: lerp(a.busy, b.busy) };
       }
     }
     return s[s.length - 1]!;
@@ -344,6 +399,7 @@ export class CpuSampler {
     const server = (b.server - a.server) / tps;
     const generator = (b.generator - a.generator) / tps;
     const busy = (b.busy - a.busy) / tps;
-    return { server: server / seconds, generator: generator / seconds, other: Math.max(0, busy - server - generator) / seconds, serverSeconds: server };
+    const sidecar = (b.sidecar - a.sidecar) / tps;
+    return { server: server / seconds, generator: generator / seconds, other: Math.max(0, busy - server - generator) / seconds, serverSeconds: server, sidecar: sidecar / seconds };
   }
 }

@@ -8,6 +8,8 @@ import type { LoadMode } from '../../src/client/load-generator';
 
 /** The per-IP protections stay on but are raised above the benchmark's own load (all from 127.0.0.1). */
 export const DAEMON_PROTECTION_FLAGS = ['--conn-rate', '1000000', '--conn-burst', '1000000', '--max-conns-per-ip', '100000'];
+/** The daemon behind HAProxy (handshake-haproxy): a PROXY header on every connection from it. */
+export const PROXY_PROTOCOL_FLAGS = ['--proxy-protocol', '--trusted-proxy', '127.0.0.1/32'];
 /** How long a server gets to print its listening line (ms); --workers auto forks first. */
 export const START_TIMEOUT_MS = 20_000;
 /** SIGTERM, then this long for the daemon's drain before SIGKILL (ms). */
@@ -38,8 +40,16 @@ export const FD_HEADROOM = 1000;
 // ---------------------------------------------------------------------------------------------
 // Settings
 
-const SCENARIOS = ['handshake-ecdsa', 'handshake-rsa', 'handshake-mtls', 'pingpong', 'stream', 'idle'] as const;
+const SCENARIOS = ['handshake-ecdsa', 'handshake-rsa', 'handshake-mtls', 'handshake-haproxy', 'handshake-redis', 'pingpong', 'stream', 'idle'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
+
+/**
+ * --workers 0 with a scale-out option (issue 16), each with the process it needs beside it
+ * (scripts/bench/sidecars.ts): behind HAProxy sending PROXY v2 (--proxy-protocol), and with
+ * --redis and a redis-server of its own. Each is measured against --workers 0 without it.
+ */
+export const OPTION_KINDS = ['workers-0-haproxy', 'workers-0-redis'] as const;
+export type OptionKind = (typeof OPTION_KINDS)[number];
 
 /**
  * Every server the benchmark can run, in the order a round visits them (and the report lists
@@ -47,9 +57,9 @@ export type ScenarioName = (typeof SCENARIOS)[number];
  * and the systemd wrapper run); 'workers-0-bin' is the same started through the bin's shebang,
  * as an installed `tls-echod` is: the targets must hold for both. 'floor' is
  * scripts/floor-server.ts: the least per-connection work the requirements ask for, shown next
- * to the baseline but never judged.
+ * to the baseline but never judged. OPTION_KINDS run only in their own scenarios.
  */
-export const SERVER_KINDS = ['baseline', 'workers-0', 'workers-0-bin', 'workers-auto', 'workers-0-log-warn', 'floor'] as const;
+export const SERVER_KINDS = ['baseline', 'workers-0', 'workers-0-bin', 'workers-auto', 'workers-0-log-warn', 'floor', ...OPTION_KINDS] as const;
 export type ServerKind = (typeof SERVER_KINDS)[number];
 export const SERVER_LABELS: Readonly<Record<ServerKind, string>> = {
   baseline: 'baseline',
@@ -58,6 +68,8 @@ export const SERVER_LABELS: Readonly<Record<ServerKind, string>> = {
   'workers-auto': 'workers auto',
   'workers-0-log-warn': 'workers 0, --log-level warn',
   floor: 'floor',
+  'workers-0-haproxy': 'workers 0 behind HAProxy',
+  'workers-0-redis': 'workers 0, --redis',
 };
 
 export type KeyType = 'ecdsa-p256' | 'rsa-2048';
@@ -91,7 +103,8 @@ const USAGE = `usage: npm run bench -- [options]
 
 Runs tls-echod (--workers 0 started as 'node dist/src/cli.js serve' and through the bin's
 shebang; --workers auto), the bare baseline server and (for handshakes) the floor server side
-by side and prints ratios to the baseline. Scenarios: ${SCENARIOS.join(', ')}.
+by side and prints ratios to the baseline; handshake-haproxy and handshake-redis run --workers 0
+behind HAProxy (PROXY v2) and with --redis, against itself without. Scenarios: ${SCENARIOS.join(', ')}.
 
   --quick               about a minute: 1 round, short runs, no logging comparison, no floor
   --only <list>         comma-separated scenarios to run (repeatable)
@@ -231,12 +244,19 @@ export interface ThroughputScenario {
    * Only the baseline and --workers 0 run it; it is reported, not judged.
    */
   readonly clientAuth?: true;
+  /**
+   * A scale-out option (issue 16): only --workers 0 and this variant of it run, and the row is
+   * the variant's ratio to --workers 0 without the option; reported, not judged.
+   */
+  readonly option?: OptionKind;
 }
 
 export const THROUGHPUT_SCENARIOS: readonly ThroughputScenario[] = [
   { name: 'handshake-ecdsa', keyType: 'ecdsa-p256', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: true, soakShare: 0.5 },
   { name: 'handshake-rsa', keyType: 'rsa-2048', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: true, soakShare: 0.5 },
   { name: 'handshake-mtls', keyType: 'ecdsa-p256', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: false, soakShare: 0.5, clientAuth: true },
+  { name: 'handshake-haproxy', keyType: 'ecdsa-p256', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: false, soakShare: 0.5, option: 'workers-0-haproxy' },
+  { name: 'handshake-redis', keyType: 'ecdsa-p256', mode: 'handshake', connections: 32, sizeBytes: 64, perSessionHeavy: false, soakShare: 0.5, option: 'workers-0-redis' },
   { name: 'pingpong', keyType: 'ecdsa-p256', mode: 'pingpong', connections: 64, sizeBytes: 64, perSessionHeavy: false, soakShare: 1 },
   // 16 KiB writes: one full TLS record each.
   { name: 'stream', keyType: 'ecdsa-p256', mode: 'stream', connections: 4, sizeBytes: 16 * 1024, perSessionHeavy: false, soakShare: 1 },
