@@ -23,9 +23,8 @@ import { SdNotifier } from '../ops/systemd';
 import type { ConnectionClosed, ServerIdentity, TlsSettings } from './tls-server';
 import { WorkerPool } from './worker-pool';
 import { SCENARIOS } from '../scenarios/catalogue';
-import { makeScenarioMaterial, type ScenarioMaterial } from '../scenarios/scenario-cert-process';
-import { ScenarioServer, type ScenarioSettings } from '../scenarios/scenario-server';
-import { dh1024Parameters, scenarioTlsOptions } from '../scenarios/scenario-tls';
+import type { ScenarioMaterial } from '../scenarios/scenario-cert-process';
+import type { ScenarioServer, ScenarioSettings } from '../scenarios/scenario-server';
 import type { SharedLimits, SharedLimitsSettings, SharedVerdict } from '../shared-limits/shared-limits';
 
 const TICKET_KEYS_BYTES = 48;
@@ -101,6 +100,7 @@ export class Supervisor {
   private scenarioServer: ScenarioServer | undefined;
   private scenarioListener: net.Server | undefined;
   private scenarioMaterial: ScenarioMaterial | undefined;
+  private scenarioModules: ScenarioModules | undefined;
   /** --scenario-domain as at start: the certificates name it, so a reload can't change it. */
   private scenarioDomain = '';
   /** --proxy-protocol as at start: it picks the listeners' accept path, so a reload can't change it. */
@@ -287,10 +287,12 @@ export class Supervisor {
   /** Makes the scenario certificates (in a child) and the server that serves them. */
   private async startScenarios(): Promise<void> {
     this.scenarioDomain = this.config.scenarioDomain;
+    // Loaded only with --scenarios: a daemon without them keeps none of it (docs/architecture.md, "What serving loads").
+    this.scenarioModules = await loadScenarioModules();
     this.scenarioMaterial = await this.makeScenarioMaterial(this.options.clock?.() ?? new Date());
-    this.scenarioServer = new ScenarioServer(
+    this.scenarioServer = new this.scenarioModules.ScenarioServer(
       scenarioSettingsOf(this.config),
-      scenarioTlsOptionsOf(this.scenarioMaterial),
+      this.scenarioModules.tlsOptionsOf(this.scenarioMaterial),
       {
         onScenario: (scenario) => this.metrics.scenarioSession(scenario),
         onOpen: (handshakeMs) => this.metrics.handshakeCompleted(handshakeMs),
@@ -302,7 +304,7 @@ export class Supervisor {
   }
 
   private async makeScenarioMaterial(now: Date): Promise<ScenarioMaterial> {
-    const material = await makeScenarioMaterial(this.config.certDir, this.scenarioDomain, now);
+    const material = await this.scenarioModules!.makeScenarioMaterial(this.config.certDir, this.scenarioDomain, now);
     if (!material.intermediateAllowed) {
       this.logger.warn(
         'the local CA allows no intermediate below it (pathlen:0), so clients refuse the `intermediate` scenario too; `tls-echod cert generate --force` makes a CA that allows one (clients must trust the new ca.pem)',
@@ -661,7 +663,7 @@ export class Supervisor {
     try {
       const material = await this.makeScenarioMaterial(now);
       this.scenarioMaterial = material;
-      this.scenarioServer.setTlsOptions(scenarioTlsOptionsOf(material));
+      this.scenarioServer.setTlsOptions(this.scenarioModules!.tlsOptionsOf(material));
       this.logger.info('renewed the scenario certificates', { certDir: this.config.certDir, issuedAt: material.issuedAt });
     } catch (err) {
       this.logger.error('renewing the scenario certificates failed; the current ones keep serving', { error: (err as Error).message });
@@ -820,8 +822,18 @@ function sharedLimitsSettingsOf(config: Config): SharedLimitsSettings {
   };
 }
 
-function scenarioTlsOptionsOf(material: ScenarioMaterial): ReturnType<typeof scenarioTlsOptions> {
-  return scenarioTlsOptions({ certs: material.certs, ecdsa: material.ecdsa, rsa: material.rsa, localCa: material.localCa, dh1024: dh1024Parameters() });
+type ScenarioModules = Awaited<ReturnType<typeof loadScenarioModules>>;
+
+/** The scenario listener's modules, imported when --scenarios is on. */
+async function loadScenarioModules() {
+  const [{ ScenarioServer }, { scenarioTlsOptions, dh1024Parameters }, { makeScenarioMaterial }] = await Promise.all([
+    import('../scenarios/scenario-server'),
+    import('../scenarios/scenario-tls'),
+    import('../scenarios/scenario-cert-process'),
+  ]);
+  const tlsOptionsOf = (material: ScenarioMaterial): ReturnType<typeof scenarioTlsOptions> =>
+    scenarioTlsOptions({ certs: material.certs, ecdsa: material.ecdsa, rsa: material.rsa, localCa: material.localCa, dh1024: dh1024Parameters() });
+  return { ScenarioServer, makeScenarioMaterial, tlsOptionsOf };
 }
 
 function listenError(target: { fd: number } | { host: string; port: number }, err: Error): ListenError {

@@ -78,9 +78,8 @@ test('retained-heap: a serving daemon keeps at most 3 MiB more old generation th
   const probeFile = path.join(dir, 'heap-probe.js');
   writeFileSync(probeFile, PROBE);
   const certDir = path.join(dir, 'certs');
-  // A first start: the daemon issues its CA and leaf (in a child process), then serves; the
-  // scenario listener is on, its certificates made in a child process too.
-  const daemon = await spawnDaemon(t, ['--workers', '0', '--cert-dir', certDir, '--admin', '127.0.0.1:0', '--scenarios', '127.0.0.1:0'], { NODE_OPTIONS: `--require ${probeFile}` });
+  // A first start: the daemon issues its CA and leaf (in a child process), then serves.
+  const daemon = await spawnDaemon(t, ['--workers', '0', '--cert-dir', certDir, '--admin', '127.0.0.1:0'], { NODE_OPTIONS: `--require ${probeFile}` });
   await echoOnce(t, daemon.port, readFileSync(path.join(certDir, 'ca.pem')));
   const served = await probe(daemon.child);
   const bare = await bareEcho(t, probeFile, certDir);
