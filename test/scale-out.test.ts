@@ -97,7 +97,7 @@ test('scale-out: the documented HAProxy config, two instances, one Redis: client
   // refusal comes from the cap shared in Redis.
   const second = await through(t, front, ca, '127.0.0.2');
   assert.ok(second instanceof Error, 'a second connection from 127.0.0.2 is refused');
-  const refusal = await Promise.any(instances.map((d) => d.waitForLine((l) => l.message === 'connection refused' && l.reason === 'ip-limit')));
+  const refusal = await Promise.any(instances.map((d) => d.waitForLine((l) => l.message === 'connection refused' && l.reason === 'ip-limit' && l.remoteAddress === '127.0.0.2')));
   const refusedBy = instances.findIndex((d) => d.lines.includes(refusal));
   assert.equal(refusal.remoteAddress, '127.0.0.2');
   assert.equal(refusal.proxyAddress, '127.0.0.1');
