@@ -2,7 +2,7 @@
 // it. Bounded in bytes (the parser gives up past its bounds: 107 bytes for v1, 2 KiB for v2) and
 // in time (the caller's), since whoever connects may send anything or nothing.
 //
-// The same technique as scenarios/peek-hello.ts. Afterwards the socket is paused with no
+// Read by daemon/read-before-tls.ts, as the ClientHello is. Afterwards the socket is paused with no
 // listeners of ours, and `rest` holds the bytes read past the header in the chunk that completed
 // it (often the start of the ClientHello, sent in the same TCP segment). Put them back before
 // handing the socket on in this process:
@@ -17,6 +17,7 @@
 // them there. The kernel keeps anything later for whoever reads the descriptor next.
 
 import type net from 'node:net';
+import { readBeforeTls } from '../daemon/read-before-tls';
 import { parseProxyHeader, type ProxyClient } from './proxy-header';
 
 export interface ProxyHeader {
@@ -43,44 +44,15 @@ const EMPTY = Buffer.alloc(0);
  */
 export function readProxyHeader(socket: net.Socket, timeoutMs: number): Promise<ReadProxyHeaderResult> {
   if (!(timeoutMs > 0)) return Promise.reject(new RangeError(`readProxyHeader: timeoutMs ${timeoutMs} must be positive`));
-  if (socket.destroyed || socket.readableEnded) return Promise.resolve({ kind: 'closed' });
-  return new Promise((resolve) => {
-    // The parser decides within 2 KiB, so this holds at most that plus one chunk.
-    let buffer: Buffer = EMPTY;
-
-    const finish = (result: ReadProxyHeaderResult): void => {
-      clearTimeout(timer);
-      socket.off('data', socketOnData);
-      socket.off('end', socketOnEnd);
-      socket.off('close', socketOnEnd);
-      socket.off('error', socketOnEnd);
-      socket.pause();
-      resolve(result);
-    };
-
-    const socketOnData = (chunk: Buffer): void => {
-      // Usually the whole header comes in the first chunk: no copy then.
-      buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
-      const result = parseProxyHeader(buffer);
-      if (result.kind === 'need-more') return;
-      if (result.kind === 'invalid') {
-        finish(result);
-        return;
-      }
-      const { version, command, client, headerLength } = result;
-      // A copy: the rest may be a slice of a pooled chunk, and it may wait a while to be read.
-      const rest = buffer.length > headerLength ? Buffer.from(buffer.subarray(headerLength)) : EMPTY;
-      finish({ kind: 'header', header: { version, command, client }, rest });
-    };
-    const socketOnEnd = (): void => finish({ kind: 'closed' });
-    const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
-
-    socket.on('data', socketOnData);
-    socket.on('end', socketOnEnd);
-    socket.on('close', socketOnEnd);
-    socket.on('error', socketOnEnd);
-    // A socket accepted with pauseOnConnect (as the daemon's are) doesn't start flowing on a 'data' listener alone.
-    socket.resume();
+  // The parser decides within 2 KiB, so at most that plus one chunk is held.
+  return readBeforeTls<ReadProxyHeaderResult>(socket, timeoutMs, (head) => {
+    const result = parseProxyHeader(head);
+    if (result.kind === 'need-more') return undefined;
+    if (result.kind === 'invalid') return result;
+    const { version, command, client, headerLength } = result;
+    // A copy: the reader's buffer is not ours to keep, and the rest may wait a while to be read.
+    const rest = head.length > headerLength ? Buffer.from(head.subarray(headerLength)) : EMPTY;
+    return { kind: 'header', header: { version, command, client }, rest };
   });
 }
 

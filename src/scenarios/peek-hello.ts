@@ -1,6 +1,6 @@
 // Reads a connection's ClientHello off its raw TCP socket, before any TLS server has it, so
 // that its server name can pick the tls.Server that will. Bounded in bytes (the parser's
-// bound) and in time (the caller's), since anyone can connect and send anything or nothing.
+// bound) and in time (the caller's): daemon/read-before-tls.ts reads, client-hello.ts parses.
 //
 // Handing over afterwards: the socket comes back paused with no listeners of ours, and `head`
 // holds every byte read, the hello and anything sent after it. Put them back and give the
@@ -15,10 +15,8 @@
 // net.Socket will do: the inline server's HandleSocket has nothing to read or put back.
 
 import type net from 'node:net';
+import { readBeforeTls } from '../daemon/read-before-tls';
 import { CLIENT_HELLO_MAX_BYTES, parseClientHello } from './client-hello';
-
-/** Room for a typical hello (about 2 KiB with post-quantum key shares) without growing. */
-const INITIAL_BUFFER_BYTES = 4096;
 
 export interface ReadClientHelloOptions {
   /** Most bytes read for the hello (default and ceiling CLIENT_HELLO_MAX_BYTES). */
@@ -45,46 +43,11 @@ export function readClientHello(socket: net.Socket, opts: ReadClientHelloOptions
   if (!(maxBytes > 0) || !(opts.timeoutMs > 0)) {
     return Promise.reject(new RangeError(`readClientHello: maxBytes ${opts.maxBytes} and timeoutMs ${opts.timeoutMs} must be positive`));
   }
-  if (socket.destroyed || socket.readableEnded) return Promise.resolve({ kind: 'closed' });
-  return new Promise((resolve) => {
-    // Everything read, in one buffer that doubles as it fills: a client sending a byte at a
-    // time costs a copy of each byte once or twice, not of everything so far on each chunk.
-    let buffer = Buffer.alloc(0);
-    let bytesRead = 0;
-
-    const finish = (result: PeekResult): void => {
-      clearTimeout(timer);
-      socket.off('data', socketOnData);
-      socket.off('end', socketOnEnd);
-      socket.off('close', socketOnEnd);
-      socket.off('error', socketOnError);
-      socket.pause();
-      resolve(result);
-    };
-
-    const socketOnData = (chunk: Buffer): void => {
-      // One chunk (at most 64 KiB from net) may take us past maxBytes; the parser looks no further.
-      if (bytesRead + chunk.length > buffer.length) {
-        const grown = Buffer.allocUnsafe(Math.max(bytesRead + chunk.length, 2 * buffer.length, INITIAL_BUFFER_BYTES));
-        buffer.copy(grown, 0, 0, bytesRead);
-        buffer = grown;
-      }
-      chunk.copy(buffer, bytesRead);
-      bytesRead += chunk.length;
-      const head = buffer.subarray(0, bytesRead);
-      const result = parseClientHello(head, maxBytes);
-      if (result.kind === 'hello') finish({ kind: 'hello', serverName: result.serverName, head });
-      else if (result.kind === 'invalid') finish({ kind: 'invalid', why: result.why, head });
-    };
-    const socketOnEnd = (): void => finish({ kind: 'closed' });
-    const socketOnError = (): void => finish({ kind: 'closed' });
-    const timer = setTimeout(() => finish({ kind: 'timeout' }), opts.timeoutMs);
-
-    socket.on('data', socketOnData);
-    socket.on('end', socketOnEnd);
-    socket.on('close', socketOnEnd);
-    socket.on('error', socketOnError);
-    // A socket accepted with pauseOnConnect (as the daemon's are) doesn't start flowing on a 'data' listener alone.
-    socket.resume();
+  // One chunk (at most 64 KiB from net) may take the bytes read past maxBytes; the parser looks no further.
+  return readBeforeTls<PeekResult>(socket, opts.timeoutMs, (head) => {
+    const result = parseClientHello(head, maxBytes);
+    if (result.kind === 'hello') return { kind: 'hello', serverName: result.serverName, head };
+    if (result.kind === 'invalid') return { kind: 'invalid', why: result.why, head };
+    return undefined;
   });
 }
