@@ -268,20 +268,25 @@ export class Supervisor {
     for (const target of targets) {
       // With --proxy-protocol, its own path: with it off, the hot path is the same code.
       const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.proxyProtocol ? this.proxiedOnConnection : this.serverOnConnection);
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (err) => reject(listenError(target, err)));
-        server.listen({ ...target, backlog: 4096 }, () => {
-          server.removeAllListeners('error');
-          server.on('error', this.listenerOnError);
-          // Inline, connections come as bare handles, without the net.Socket a worker needs for
-          // IPC and the inline server doesn't (see handle-socket.ts). Not with --proxy-protocol:
-          // the header is read off a net.Socket.
-          if (this.config.workers === 0 && !this.proxyProtocol) acceptHandles(server, this.handleSocketOnAccept, this.listenerOnError);
-          resolve();
-        });
-      });
+      await this.listenOn(server, { ...target, backlog: 4096 }, (err) => listenError(target, err));
+      // Inline, connections come as bare handles, without the net.Socket a worker needs for
+      // IPC and the inline server doesn't (see handle-socket.ts). Not with --proxy-protocol:
+      // the header is read off a net.Socket.
+      if (this.config.workers === 0 && !this.proxyProtocol) acceptHandles(server, this.handleSocketOnAccept, this.listenerOnError);
       this.listeners.push(server);
     }
+  }
+
+  /** Listens, rejecting with `failure(err)`; once listening, later errors (failed accepts) go to listenerOnError. */
+  private listenOn(server: net.Server, options: net.ListenOptions, failure: (err: Error) => ListenError): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(failure(err)));
+      server.listen(options, () => {
+        server.removeAllListeners('error');
+        server.on('error', this.listenerOnError);
+        resolve();
+      });
+    });
   }
 
   /** Makes the scenario certificates (in a child) and the server that serves them. */
@@ -319,14 +324,11 @@ export class Supervisor {
   private async listenForScenarios(address: HostPort): Promise<void> {
     const onConnection = this.proxyProtocol ? this.scenarioProxiedOnConnection : this.scenarioOnConnection;
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, onConnection);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) => reject(new ListenError(`--scenarios ${formatHostPort(address.host, address.port)}: ${describeListenError(err, '--scenarios')}`, { cause: err })));
-      server.listen({ host: address.host, port: address.port, backlog: 511 }, () => {
-        server.removeAllListeners('error');
-        server.on('error', this.listenerOnError);
-        resolve();
-      });
-    });
+    await this.listenOn(
+      server,
+      { host: address.host, port: address.port, backlog: 511 },
+      (err) => new ListenError(`--scenarios ${formatHostPort(address.host, address.port)}: ${describeListenError(err, '--scenarios')}`, { cause: err }),
+    );
     this.scenarioListener = server;
   }
 
@@ -382,15 +384,15 @@ export class Supervisor {
       socket.destroy();
       return;
     }
-    this.admit(socket, socket.remoteAddress, socket.remotePort ?? 0);
+    this.admit(socket, normalizeAddress(socket.remoteAddress), socket.remotePort ?? 0);
   };
 
   private readonly handleSocketOnAccept = (socket: HandleSocket): void => {
-    this.admit(socket, socket.remoteAddress, socket.remotePort);
+    this.admit(socket, normalizeAddress(socket.remoteAddress), socket.remotePort);
   };
 
   private readonly proxiedOnConnection = (socket: net.Socket): void => {
-    void this.readProxied(socket, (proxied) => this.admitProxied(socket, proxied));
+    void this.readProxied(socket, (proxied) => this.admit(socket, proxied.ip, proxied.port, proxied));
   };
 
   /**
@@ -444,32 +446,22 @@ export class Supervisor {
     }
   }
 
-  // admit() for a client named by a PROXY header: the same steps, with the proxy and the bytes read carried along.
-  private admitProxied(socket: net.Socket, proxied: Proxied): void {
-    const key = this.admitted(socket, proxied.ip, proxied);
-    if (key === undefined) return;
-    if (this.shared !== undefined) {
-      this.admitShared(this.shared, socket, proxied.ip, key, proxied.port, proxied);
-      return;
-    }
-    this.accept(socket, proxied.ip, key, proxied.port, false, proxied);
-  }
-
   // Failed accepts (EMFILE in a descriptor flood, say) come as fast as connections do: sampled.
   private readonly listenerOnError = (err: Error): void => {
     this.refusalLog.log('error', 'listener-error', 'listener error', { error: err.message });
   };
 
   // The hot path. Admission comes first and costs no TLS work: a refused client gets a reset.
-  private admit(socket: RawSocket, address: string, port: number): void {
-    const ip = normalizeAddress(address);
-    const key = this.admitted(socket, ip);
+  // `ip` (normalised) and `port` are the client's: the peer's, or with --proxy-protocol those
+  // its header named (`proxied` then carries the proxy and the bytes read past the header).
+  private admit(socket: RawSocket, ip: string, port: number, proxied?: Proxied): void {
+    const key = this.admitted(socket, ip, proxied);
     if (key === undefined) return;
     if (this.shared !== undefined) {
-      this.admitShared(this.shared, socket, ip, key, port);
+      this.admitShared(this.shared, socket, ip, key, port, proxied);
       return;
     }
-    this.accept(socket, ip, key, port, false);
+    this.accept(socket, ip, key, port, false, proxied);
   }
 
   /** An admitted connection: into a free slot, or the pending queue. */
