@@ -46,6 +46,8 @@ interface Connection {
   clientCertRefused: boolean;
   reported: boolean;
   timer: NodeJS.Timeout | undefined;
+  /** slow-handshake's wait before the hand-over; cleared with the connection like `timer`. */
+  delay: NodeJS.Timeout | undefined;
 }
 
 const CONNECTION = Symbol('scenario connection');
@@ -106,6 +108,7 @@ export class ScenarioServer {
       clientCertRefused: false,
       reported: false,
       timer: undefined,
+      delay: undefined,
     };
     this.connections.add(conn);
     (socket as Owned)[CONNECTION] = conn;
@@ -170,7 +173,7 @@ export class ScenarioServer {
         socket.resume();
         return;
       case 'slow-handshake':
-        setTimeout(() => this.handOver(conn, hello.head), this.settings.delayMs).unref();
+        conn.delay = setTimeout(() => this.handOver(conn, hello.head), this.settings.delayMs);
         return;
       default:
         this.handOver(conn, hello.head);
@@ -264,6 +267,7 @@ export class ScenarioServer {
     if (conn.reported) return;
     conn.reported = true;
     clearTimeout(conn.timer);
+    clearTimeout(conn.delay);
     this.connections.delete(conn);
     const session = conn.session;
     const established = conn.handshakeMs !== undefined;
