@@ -4,16 +4,12 @@
 // each instance logs and limits them as themselves.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { cleanEnv, freePort, roundTrip, spawnDaemon, tempDir, type ClientOptions, type CliDaemon } from './helpers/daemon';
-import { spawnOwned, which } from './helpers/external-tools';
-
-const HAPROXY = which('haproxy') ?? '/usr/sbin/haproxy';
+import { freePort, roundTrip, spawnDaemon, tempDir, type CliDaemon } from './helpers/daemon';
+import { startHaproxy, through } from './helpers/haproxy';
 
 interface Instance {
   readonly daemon: CliDaemon;
@@ -29,74 +25,34 @@ async function startInstance(t: TestContext): Promise<Instance> {
   return { daemon, ca: readFileSync(path.join(dir, 'ca.pem')) };
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:port, trying again on each refusal. */
-async function listening(port: number, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    const ok = await new Promise<boolean>((resolve) => {
-      socket.once('connect', () => resolve(true));
-      socket.once('error', () => resolve(false));
-    });
-    socket.destroy();
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listening on ${port} within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-/** A TLS session from `localAddress` through HAProxy, or the error that ended it before the handshake did. */
-async function through(t: TestContext, port: number, ca: Buffer, localAddress: string): Promise<tls.TLSSocket | Error> {
-  const options: ClientOptions = { localAddress };
-  const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ...options });
-  t.after(() => socket.destroy());
-  return new Promise((resolve) => {
-    socket.once('secureConnect', () => resolve(socket));
-    socket.once('error', (err) => resolve(err));
-    socket.once('close', () => resolve(new Error('closed before the handshake')));
-  });
-}
-
 test('haproxy: send-proxy (v1) and send-proxy-v2 in front of two instances; clients seen, logged and limited as themselves', async (t) => {
   const v1 = await startInstance(t);
   const v2 = await startInstance(t);
   const [frontV1, frontV2] = [await freePort(), await freePort()];
-  const config = path.join(tempDir(t), 'haproxy.cfg');
-  writeFileSync(config, [
-    'global',
-    '  maxconn 100',
-    'defaults',
-    '  mode tcp',
-    '  timeout connect 5s',
-    '  timeout client 30s',
-    '  timeout server 30s',
-    `frontend fe_v1`,
-    `  bind 127.0.0.1:${frontV1}`,
-    '  default_backend be_v1',
-    `frontend fe_v2`,
-    `  bind 127.0.0.1:${frontV2}`,
-    '  default_backend be_v2',
-    'backend be_v1',
-    `  server s1 127.0.0.1:${v1.daemon.port} send-proxy`,
-    'backend be_v2',
-    `  server s2 127.0.0.1:${v2.daemon.port} send-proxy-v2`,
-    '',
-  ].join('\n'));
-  const haproxy = spawnOwned(t, HAPROXY, ['-db', '-f', config], cleanEnv());
-  let haproxyOutput = '';
-  haproxy.stdout!.on('data', (c: Buffer) => (haproxyOutput += c.toString()));
-  haproxy.stderr!.on('data', (c: Buffer) => (haproxyOutput += c.toString()));
-  t.after(async () => {
-    if (haproxy.exitCode === null && haproxy.signalCode === null) {
-      haproxy.kill('SIGKILL');
-      await once(haproxy, 'exit');
-    }
-  });
-  try {
-    await Promise.all([listening(frontV1), listening(frontV2)]);
-  } catch (err) {
-    throw new Error(`haproxy did not start: ${(err as Error).message}; its output: ${haproxyOutput}`, { cause: err });
-  }
+  await startHaproxy(
+    t,
+    [
+      'global',
+      '  maxconn 100',
+      'defaults',
+      '  mode tcp',
+      '  timeout connect 5s',
+      '  timeout client 30s',
+      '  timeout server 30s',
+      `frontend fe_v1`,
+      `  bind 127.0.0.1:${frontV1}`,
+      '  default_backend be_v1',
+      `frontend fe_v2`,
+      `  bind 127.0.0.1:${frontV2}`,
+      '  default_backend be_v2',
+      'backend be_v1',
+      `  server s1 127.0.0.1:${v1.daemon.port} send-proxy`,
+      'backend be_v2',
+      `  server s2 127.0.0.1:${v2.daemon.port} send-proxy-v2`,
+      '',
+    ].join('\n'),
+    [frontV1, frontV2],
+  );
 
   for (const [name, front, instance] of [['v1', frontV1, v1], ['v2', frontV2, v2]] as const) {
     // 127.0.0.2 and 127.0.0.3: two clients, each allowed one connection.

@@ -98,15 +98,7 @@ test('redis-hung: a connection waiting on a Redis that hangs is served by the lo
   const redis = await startRedis(t);
   const d = await startDaemon(t, { redis: redis.url, redisPrefix: `redis-hung-${process.pid}:`, redisTimeout: '300' });
   await redisUp(d, 1);
-  const pid = redis.pid();
-  process.kill(pid, 'SIGSTOP');
-  t.after(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  });
+  redis.hang(t);
   const start = performance.now();
   await connect(t, d.port, d.ca, { localAddress: '127.0.0.2' });
   const waited = performance.now() - start;

@@ -4,18 +4,15 @@
 // client is served meanwhile, and HAProxy's health checks are no protocol errors.
 
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import tls from 'node:tls';
-import { cleanEnv, freePort, roundTrip, spawnDaemon, tempDir, type CliDaemon, type ClientOptions } from './helpers/daemon';
-import { spawnOwned, which } from './helpers/external-tools';
+import { freePort, roundTrip, spawnDaemon, tempDir, type CliDaemon } from './helpers/daemon';
+import { startHaproxy, through } from './helpers/haproxy';
 import { startRedis } from './helpers/redis-server';
 
 const PAGE = readFileSync(path.join(__dirname, '..', '..', 'docs', 'scale-out.md'), 'utf8');
-const HAPROXY = which('haproxy') ?? '/usr/sbin/haproxy';
 
 /** The page's ```haproxy block with its addresses swapped for this test's. */
 function documentedConfig(front: number, servers: readonly number[]): string {
@@ -25,34 +22,6 @@ function documentedConfig(front: number, servers: readonly number[]): string {
   servers.forEach((port, i) => (config = config.replace(`10.0.0.1${i + 1}:4433`, `127.0.0.1:${port}`)));
   assert.doesNotMatch(config, /10\.0\.0\./, 'every documented address was replaced');
   return config;
-}
-
-/** Resolves once something accepts TCP connections on 127.0.0.1:port. */
-async function accepting(port: number, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    const ok = await new Promise<boolean>((resolve) => {
-      socket.once('connect', () => resolve(true));
-      socket.once('error', () => resolve(false));
-    });
-    socket.destroy();
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing accepting on ${port} within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-/** A TLS session from `localAddress` through the balancer, or the error that ended it first. */
-async function through(t: TestContext, port: number, ca: Buffer, localAddress: string): Promise<tls.TLSSocket | Error> {
-  const options: ClientOptions = { localAddress };
-  const socket = tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost', ...options });
-  t.after(() => socket.destroy());
-  return new Promise((resolve) => {
-    socket.once('secureConnect', () => resolve(socket));
-    socket.once('error', (err) => resolve(err));
-    socket.once('close', () => resolve(new Error('closed before the handshake')));
-  });
 }
 
 test('scale-out: the documented HAProxy config, two instances, one Redis: clients seen and limited as themselves across both', async (t) => {
@@ -71,23 +40,7 @@ test('scale-out: the documented HAProxy config, two instances, one Redis: client
   }
   const ca = readFileSync(path.join(certDir, 'ca.pem'));
   const front = await freePort();
-  const config = path.join(tempDir(t), 'haproxy.cfg');
-  writeFileSync(config, documentedConfig(front, instances.map((d) => d.port)));
-  const haproxy = spawnOwned(t, HAPROXY, ['-db', '-f', config], cleanEnv());
-  let output = '';
-  haproxy.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  haproxy.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  t.after(async () => {
-    if (haproxy.exitCode === null && haproxy.signalCode === null) {
-      haproxy.kill('SIGKILL');
-      await once(haproxy, 'exit');
-    }
-  });
-  try {
-    await accepting(front);
-  } catch (err) {
-    throw new Error(`haproxy did not start: ${(err as Error).message}; its output: ${output}`, { cause: err });
-  }
+  await startHaproxy(t, documentedConfig(front, instances.map((d) => d.port)), [front]);
 
   // 127.0.0.2's one connection, on whichever instance leastconn picks.
   const first = await through(t, front, ca, '127.0.0.2');

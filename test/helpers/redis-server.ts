@@ -10,8 +10,8 @@ import { spawnOwned, waitForOutput, which } from './external-tools';
 export interface RedisServer {
   readonly port: number;
   readonly url: string;
-  /** The running server's process id (to SIGSTOP it: a Redis that hangs). */
-  pid(): number;
+  /** Stops the server's process (SIGSTOP): a Redis that hangs, connections open. Returns what continues it; the test's end does too. */
+  hang(t: TestContext): () => void;
   /** Kills the server (SIGKILL) and waits until it has exited. */
   stop(): Promise<void>;
   /** Starts it again on the same port (empty) and waits until it accepts connections. */
@@ -46,5 +46,18 @@ export async function startRedis(t: TestContext): Promise<RedisServer> {
   };
   t.after(stop);
   await start();
-  return { port, url: `redis://127.0.0.1:${port}`, pid: () => child!.pid!, stop, start };
+  const hang = (test: TestContext): (() => void) => {
+    const pid = child!.pid!;
+    process.kill(pid, 'SIGSTOP');
+    const resume = (): void => {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // already gone
+      }
+    };
+    test.after(resume);
+    return resume;
+  };
+  return { port, url: `redis://127.0.0.1:${port}`, hang, stop, start };
 }

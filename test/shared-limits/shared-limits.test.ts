@@ -109,15 +109,7 @@ test('redis-down: a killed Redis answers unavailable at once, a hung one within 
   const limits = await open(t, redis, settings({ timeoutMs: 50 }), { maxInFlight: 3, onError: (what) => errors.push(what), onUp: (up) => ups.push(up) });
 
   // Hung: the process is stopped, the connection stays open.
-  const pid = redis.pid();
-  process.kill(pid, 'SIGSTOP');
-  t.after(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // already gone
-    }
-  });
+  const resume = redis.hang(t);
   const hung = await Promise.all([1, 2, 3, 4, 5].map((i) => acquireTimed(limits, `10.0.1.${i}`)));
   for (const { verdict, ms } of hung) {
     assert.equal(verdict, 'unavailable');
@@ -127,7 +119,7 @@ test('redis-down: a killed Redis answers unavailable at once, a hung one within 
   assert.equal(limits.up, false);
   assert.equal(limits.leasesHeld, 5, 'an unanswered acquire still holds a lease, for when Redis is back');
 
-  process.kill(pid, 'SIGCONT');
+  resume();
   await redis.stop();
   await until(() => !limits.up && limits.inFlight === 0, 5000, 'the connection to be seen closed');
   const dead = await acquireTimed(limits, '10.0.2.1');
