@@ -11,68 +11,13 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { formatIpv6, parseProxyHeader, PROXY_V1_MAX_BYTES, PROXY_V2_MAX_BYTES, type ProxyHeaderResult } from '../../src/proxy/proxy-header';
 import { readProxyHeader } from '../../src/proxy/read-proxy-header';
+import { ipv6Bytes, ipv6Style, nodeIpv6, writeIpv6, type Ipv6Style } from './addresses';
 import { checkProperty } from './budget';
 
 const SIGNATURE = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
 const V2_FIXED_BYTES = 16;
 /** Address block bytes per v2 family (UNSPEC, INET, INET6, UNIX). */
 const FAMILY_BYTES = [0, 12, 36, 216] as const;
-
-// ---------------------------------------------------------------------------------------------
-// Addresses: bytes, and the textual forms a sender may write them in.
-
-/** IPv6 bytes biased towards zero runs and the IPv4-mapped / -compatible ranges. */
-const ipv6Bytes: fc.Arbitrary<Buffer> = fc.oneof(
-  fc.uint8Array({ minLength: 16, maxLength: 16 }).map((a) => Buffer.from(a)),
-  fc.array(fc.oneof(fc.constant(0), fc.constant(0xffff), fc.constant(1), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 }).map(groupsToBytes),
-  fc.tuple(fc.constantFrom(0, 0xffff), fc.uint8Array({ minLength: 4, maxLength: 4 })).map(([g5, v4]) => Buffer.concat([Buffer.alloc(10), Buffer.from([g5 >> 8, g5 & 0xff]), v4])),
-);
-
-function groupsToBytes(groups: readonly number[]): Buffer {
-  const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
-  return b;
-}
-
-function groupsOf(bytes: Buffer): number[] {
-  return Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(i * 2));
-}
-
-/** Ways of writing IPv6 bytes: full, with leading zeros, either case, "::" anywhere legal, a dotted IPv4 tail. */
-interface Ipv6Style {
-  readonly upper: boolean;
-  readonly pad: boolean;
-  readonly compress: boolean;
-  readonly dotted: boolean;
-}
-
-const ipv6Style: fc.Arbitrary<Ipv6Style> = fc.record({ upper: fc.boolean(), pad: fc.boolean(), compress: fc.boolean(), dotted: fc.boolean() });
-
-function writeIpv6(bytes: Buffer, style: Ipv6Style): string {
-  const groups = groupsOf(bytes).map((g) => g.toString(16).padStart(style.pad ? 4 : 1, '0'));
-  let tail: string[] = [];
-  if (style.dotted) {
-    groups.splice(6, 2);
-    tail = [`${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`];
-  }
-  let text = [...groups, ...tail].join(':');
-  if (style.compress) {
-    // "::" for the first run of zero groups (any run will do: the reader must take them all).
-    const zero = style.pad ? '0000' : '0';
-    const run = groups.findIndex((g) => g === zero);
-    if (run !== -1) {
-      let end = run;
-      while (end < groups.length && groups[end] === zero) end++;
-      text = `${groups.slice(0, run).join(':')}::${[...groups.slice(end), ...tail].join(':')}`;
-    }
-  }
-  return style.upper ? text.toUpperCase() : text;
-}
-
-/** The second oracle: how Node itself writes an IPv6 address. */
-function nodeIpv6(bytes: Buffer): string {
-  return new net.SocketAddress({ address: writeIpv6(bytes, { upper: false, pad: false, compress: false, dotted: false }), family: 'ipv6' }).address;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The encoder.
