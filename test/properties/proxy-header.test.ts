@@ -273,7 +273,7 @@ test('proxy-header property: an encoded header with anything after it parses to 
       for (let n = 0; n < header.length; n++) assert.equal(parseProxyHeader(data.subarray(0, n)).kind, 'need-more', `prefix of ${n} of ${header.length}`);
       assertExpected(readInChunks(data, cuts), want);
     }),
-    { runs: 400 },
+    { runs: 3000 },
   );
 });
 
@@ -282,7 +282,7 @@ test('proxy-header property: hostile bytes never throw, overreach, stall at the 
     fc.property(hostileBytes, (data) => {
       checkAnyInput(data);
     }),
-    { runs: 3000 },
+    { runs: 20000 },
   );
 });
 
@@ -294,7 +294,7 @@ test('proxy-header property: a decided verdict stays decided as bytes are added,
       if (full.kind === 'invalid') assert.equal(chunked.kind, 'invalid', JSON.stringify(chunked));
       else assert.deepEqual(chunked, full);
     }),
-    { runs: 2000 },
+    { runs: 10000 },
   );
 });
 
@@ -347,6 +347,6 @@ test('proxy-header property: the socket reader returns the header and exactly th
         client.destroy();
       }
     }),
-    { runs: 25 },
+    { runs: 40 },
   );
 });
