@@ -201,6 +201,83 @@ function hostileBytes(real: readonly Buffer[]): fc.Arbitrary<Buffer> {
   );
 }
 
+// ---------------------------------------------------------------------------------------------
+// A reference reader: the same rules written plainly over the whole input at once (no
+// incremental reading), to cross-check every verdict the parser gives on hostile bytes.
+
+type Reference = { readonly serverName: string | undefined; readonly bytes: number } | 'invalid' | 'incomplete';
+
+/** Thrown by the reference on a malformed body; caught in referenceHello. */
+const MALFORMED = new Error('malformed');
+
+function referenceHello(data: Buffer, max: number): Reference {
+  const payload: Buffer[] = [];
+  let at = 0;
+  for (;;) {
+    if (at + 5 > data.length) return 'incomplete';
+    if (data[at] !== 22 || data[at + 1] !== 3 || data[at + 2]! < 1 || data[at + 2]! > 3) return 'invalid';
+    const length = data.readUInt16BE(at + 3);
+    if (length === 0 || length > 16_384) return 'invalid';
+    if (at + 5 + length > data.length) return 'incomplete';
+    payload.push(data.subarray(at + 5, at + 5 + length));
+    at += 5 + length;
+    const joined = Buffer.concat(payload);
+    if (joined.length < 4) continue;
+    if (joined[0] !== 1) return 'invalid';
+    const messageBytes = 4 + joined.readUIntBE(1, 3);
+    if (joined.length < messageBytes) continue;
+    if (joined.length > messageBytes || at > max) return 'invalid';
+    try {
+      return { serverName: referenceBody(joined.subarray(4)), bytes: at };
+    } catch (err) {
+      if (err === MALFORMED) return 'invalid';
+      throw err;
+    }
+  }
+}
+
+/** The server name of a ClientHello body (undefined for none); throws MALFORMED. */
+function referenceBody(body: Buffer): string | undefined {
+  let at = 0;
+  const take = (n: number): Buffer => {
+    if (at + n > body.length) throw MALFORMED;
+    at += n;
+    return body.subarray(at - n, at);
+  };
+  const check = (ok: boolean): void => {
+    if (!ok) throw MALFORMED;
+  };
+  check(take(2)[0] === 3);
+  take(32);
+  check(take(take(1)[0]!).length <= 32);
+  const suites = take(take(2).readUInt16BE(0));
+  check(suites.length > 0 && suites.length % 2 === 0);
+  check(take(take(1)[0]!).length > 0);
+  if (at === body.length) return undefined;
+  const extensions = take(take(2).readUInt16BE(0));
+  check(at === body.length);
+  const types = new Set<number>();
+  let serverName: string | undefined;
+  for (let e = 0; e < extensions.length; ) {
+    check(e + 4 <= extensions.length);
+    const type = extensions.readUInt16BE(e);
+    const length = extensions.readUInt16BE(e + 2);
+    check(e + 4 + length <= extensions.length && !types.has(type));
+    types.add(type);
+    if (type === SERVER_NAME) serverName = referenceServerName(extensions.subarray(e + 4, e + 4 + length));
+    e += 4 + length;
+  }
+  return serverName;
+}
+
+/** Exactly one host_name entry of 1..255 printable ASCII bytes, lower-cased; throws MALFORMED. */
+function referenceServerName(data: Buffer): string {
+  const ok = data.length >= 5 && data.readUInt16BE(0) === data.length - 2 && data[2] === 0 && data.readUInt16BE(3) === data.length - 5;
+  const name = data.subarray(5);
+  if (!ok || name.length === 0 || name.length > 255 || !name.every((b) => b >= 0x21 && b <= 0x7e)) throw MALFORMED;
+  return name.toString('latin1').toLowerCase();
+}
+
 /** The records' payloads, joined: the handshake bytes the records carry. */
 function payloads(data: Buffer): Buffer {
   const out: Buffer[] = [];
@@ -219,6 +296,12 @@ function checkAnyInput(data: Buffer, max: number): HelloResult {
       assert.ok(payloads(data.subarray(0, result.bytes)).toString('latin1').toLowerCase().includes(result.serverName), 'the name is in the hello');
     }
   }
+  // The reference agrees: a hello is its hello, "more" is an incomplete start, and nothing
+  // refused is a complete valid hello within the bound.
+  const reference = referenceHello(data, max);
+  if (result.kind === 'hello') assert.deepEqual({ serverName: result.serverName, bytes: result.bytes }, reference);
+  if (result.kind === 'more') assert.equal(reference, 'incomplete');
+  if (result.kind === 'invalid') assert.ok(typeof reference === 'string', `refused (${result.why}) what the reference reads as ${JSON.stringify(reference)}`);
   // Nothing past the bound is looked at.
   if (data.length > max) assert.deepEqual(parseClientHello(data.subarray(0, max), max), result);
   return result;

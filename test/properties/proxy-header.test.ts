@@ -225,6 +225,7 @@ function checkAcceptedV2(data: Buffer, result: Extract<ProxyHeaderResult, { kind
   assert.ok(result.headerLength <= PROXY_V2_MAX_BYTES);
   const family = data[13]! >> 4;
   assert.ok(family <= 3, `v2 family ${family}`);
+  assert.ok((data[13]! & 0xf) <= 2, `v2 transport ${data[13]! & 0xf}`);
   if (command === 0) return assert.equal(result.client, undefined);
   assert.ok(length >= FAMILY_BYTES[family as 0 | 1 | 2 | 3], `v2 block of ${length} for family ${family}`);
   // The TLVs after the addresses fill the rest exactly.
