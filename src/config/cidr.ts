@@ -15,22 +15,36 @@ export interface Cidr {
 const MAPPED_PREFIX = '::ffff:';
 const COLON = 0x3a;
 
-/** Strips the IPv4-mapped prefix so one client has one key, whatever socket family it came in on. */
+/**
+ * The IPv4 address an IPv4-mapped IPv6 address (::ffff:1.2.3.4, in any of its textual forms)
+ * carries, so one client has one key whatever socket family it came in on; any other text
+ * as it is. An address with a zone (%eth0) is left alone: a mapped address has none.
+ */
 export function normalizeAddress(address: string): string {
-  // Called once per connection: most addresses are IPv4 and don't start with ':' as the mapped
-  // form does, so they cost one character test rather than a slice and a lowercase copy.
-  if (address.charCodeAt(0) !== COLON) return address;
-  if (address.length > MAPPED_PREFIX.length && address.slice(0, MAPPED_PREFIX.length).toLowerCase() === MAPPED_PREFIX) {
+  // Called once per connection. Node writes a mapped address as ::ffff:a.b.c.d, which the first
+  // test takes; IPv4 has no ':', and an IPv6 address without "ffff" in its text can't be mapped.
+  if (address.charCodeAt(0) === COLON && address.length > MAPPED_PREFIX.length && address.slice(0, MAPPED_PREFIX.length).toLowerCase() === MAPPED_PREFIX) {
     const rest = address.slice(MAPPED_PREFIX.length);
     if (isIP(rest) === 4) return rest;
   }
-  return address;
+  if (address.indexOf(':') === -1 || !/ffff/i.test(address) || address.includes('%') || isIP(address) !== 6) return address;
+  const bytes = addressBytes(address);
+  const mapped = bytes.readUInt32BE(0) === 0 && bytes.readUInt32BE(4) === 0 && bytes.readUInt32BE(8) === 0xffff;
+  return mapped ? `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}` : address;
 }
 
-/** Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128); undefined when invalid. */
+/** IPv6 bits that make an address IPv4-mapped (::ffff:0:0/96). */
+const MAPPED_PREFIX_BITS = 96;
+
+/**
+ * Parses `10.0.0.0/8`, `::1/128` or a bare address (a /32 or /128); undefined when invalid.
+ * A block inside ::ffff:0:0/96 (::ffff:10.0.0.0/104, in any textual form) is the IPv4 block it
+ * covers, since addresses are normalised to IPv4; a wider IPv6 block stays IPv6 and so matches
+ * no IPv4 client (::/0 means every IPv6 client, as in nginx, not every client).
+ */
 export function parseCidr(text: string): Cidr | undefined {
   const slash = text.indexOf('/');
-  const addrText = normalizeAddress(slash === -1 ? text : text.slice(0, slash));
+  const addrText = slash === -1 ? text : text.slice(0, slash);
   const family = isIP(addrText);
   if (family === 0) return undefined;
   const bits = family === 4 ? 32 : 128;
@@ -39,9 +53,11 @@ export function parseCidr(text: string): Cidr | undefined {
     const p = text.slice(slash + 1);
     if (!/^\d{1,3}$/.test(p)) return undefined;
     prefix = Number(p);
-    // A mapped v6 prefix like ::ffff:10.0.0.0/104 becomes the v4 prefix it covers.
-    if (family === 4 && addrText !== text.slice(0, slash)) prefix -= 96;
-    if (prefix < 0 || prefix > bits) return undefined;
+    if (prefix > bits) return undefined;
+  }
+  if (family === 6 && prefix >= MAPPED_PREFIX_BITS) {
+    const ipv4 = normalizeAddress(addrText);
+    if (ipv4 !== addrText) return { family: 4, network: addressToBigInt(ipv4) & mask(32, prefix - MAPPED_PREFIX_BITS), prefix: prefix - MAPPED_PREFIX_BITS, text };
   }
   const value = addressToBigInt(addrText);
   return { family: family as 4 | 6, network: value & mask(bits, prefix), prefix, text };
@@ -83,10 +99,13 @@ export function addressBytes(address: string): Buffer {
 
 /**
  * The IPv6 network of `address` (normalised IPv6, as isIP accepts it) at `prefix` bits, as text:
- * `2001:db8:0:1:0:0:0:0/64`. Every address of that network gives the same text.
+ * `2001:db8:0:1:0:0:0:0/64`. Every address of that network gives the same text, whatever its
+ * textual form; an IPv4 address is its own key.
  */
 export function ipv6NetworkKey(address: string, prefix: number): string {
   const bytes = addressBytes(address);
+  // IPv4 is keyed per address (a caller that checks the family first never gets here).
+  if (bytes.length === 4) return address;
   for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i).toString(16));

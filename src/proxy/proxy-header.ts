@@ -95,6 +95,8 @@ function parseV1(data: Buffer): ProxyHeaderResult {
   for (let i = V1_PREFIX.length; i < limit; i++) {
     const c = data[i]!;
     if (c === CR) {
+      // The bound counts the CRLF: a CR in the last byte it allows leaves no room for the LF.
+      if (i + 2 > PROXY_V1_MAX_BYTES) break;
       if (i + 1 >= data.length) return NEED_MORE;
       if (data[i + 1] !== LF) return invalid('v1: CR not followed by LF');
       end = i;
@@ -182,14 +184,19 @@ function checkTlvs(data: Buffer, from: number, to: number): string | undefined {
 }
 
 /**
- * IPv6 in Node's form (RFC 5952: lower case, the longest run of two or more zero groups as
- * "::"); an IPv4-mapped address as ::ffff:a.b.c.d, which normalizeAddress turns into IPv4.
+ * IPv6 in Node's form (libuv's inet_ntop: lower case, the longest run of two or more zero
+ * groups as "::"); an IPv4-mapped address as ::ffff:a.b.c.d, which normalizeAddress turns into
+ * IPv4, and an IPv4-compatible one (six zero groups, then anything but 0.0.0.0 and 0.0.0.1) as
+ * ::a.b.c.d, so that a client has the same text whether it came direct or through a proxy.
  */
 export function formatIpv6(bytes: Buffer): string {
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  const dotted = `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  if (groups.slice(0, 5).every((g) => g === 0)) {
+    if (groups[5] === 0xffff) return `::ffff:${dotted}`;
+    // libuv's rule: exactly six leading zero groups (a seventh would make the run longer).
+    if (groups[5] === 0 && groups[6] !== 0) return `::${dotted}`;
   }
   let bestStart = -1;
   let bestLength = 1;

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Admission, ClientTable } from '../../src/daemon/admission';
-import { CidrList, normalizeAddress, parseCidr } from '../../src/config/cidr';
+import { CidrList, ipv6NetworkKey, normalizeAddress, parseCidr } from '../../src/config/cidr';
 import { PendingQueue } from '../../src/daemon/pending-queue';
 
 function list(...texts: string[]): CidrList {
@@ -27,6 +27,35 @@ test('cidr: IPv4 and IPv6 blocks, bare addresses, and IPv4-mapped IPv6 treated a
   assert.ok(list('0.0.0.0/0').contains('8.8.8.8'));
   assert.ok(!list('0.0.0.0/0').contains('::2'), 'an IPv4 block never matches IPv6');
   for (const bad of ['10.0.0.0/33', '1.2.3', 'fe80::/129', 'x', '10.0.0.0/']) assert.equal(parseCidr(bad), undefined, bad);
+});
+
+// Found by test/properties/cidr.test.ts: a mapped address or block written any other way than
+// ::ffff:a.b.c.d stayed IPv6, so it matched no IPv4 client (0:0:0:0:0:ffff:0:0 in 0:0:0:0:0:0:0:0/00).
+test('cidr: an IPv4-mapped address or block is IPv4 in every textual form', () => {
+  for (const text of ['0:0:0:0:0:ffff:a00:1', '::FFFF:A00:1', '0000:0000:0000:0000:0000:ffff:10.0.0.1', '::ffff:10.0.0.1']) {
+    assert.equal(normalizeAddress(text), '10.0.0.1', text);
+  }
+  assert.equal(normalizeAddress('0:0:0:0:0:ffff:0:0'), '0.0.0.0');
+  assert.equal(normalizeAddress('::ffff:10.0.0.1%eth0'), '::ffff:10.0.0.1%eth0', 'a zone is left alone');
+  assert.equal(normalizeAddress('::fffe:a00:1'), '::fffe:a00:1');
+  assert.deepEqual(parseCidr('0:0:0:0:0:ffff:a00:0/104'), { family: 4, network: 0x0a000000n, prefix: 8, text: '0:0:0:0:0:ffff:a00:0/104' });
+  assert.ok(list('0:0:0:0:0:ffff:a00:0/104').contains('10.9.9.9'));
+});
+
+// Found by test/properties/cidr.test.ts: ::ffff:0.0.10.10/00 was refused while the same network
+// written ::fffe:0:0/95 or ::/0 was accepted; a block wider than ::ffff:0:0/96 is IPv6 now.
+test('cidr: a block wider than the mapped /96 is an IPv6 block, matching no IPv4 client', () => {
+  assert.deepEqual(parseCidr('::ffff:0.0.10.10/00'), { family: 6, network: 0n, prefix: 0, text: '::ffff:0.0.10.10/00' });
+  assert.equal(parseCidr('::ffff:0:0/95')?.network, parseCidr('::fffe:0:0/95')?.network);
+  assert.ok(list('::/0').contains('2001:db8::1'));
+  assert.ok(!list('::/0').contains('10.0.0.1'), '::/0 is every IPv6 client, not every client');
+  assert.ok(!list('::ffff:0:0/95').contains(normalizeAddress('::ffff:10.0.0.1')));
+});
+
+// Found by test/properties/cidr.test.ts: an IPv4 address threw RangeError.
+test('ipv6NetworkKey: an IPv4 address is its own key', () => {
+  assert.equal(ipv6NetworkKey('192.0.2.1', 64), '192.0.2.1');
+  assert.equal(ipv6NetworkKey('2001:db8:0:1:2:3:4:5', 64), '2001:db8:0:1:0:0:0:0/64');
 });
 
 test('client table: a burst, then the refill rate, per address', () => {

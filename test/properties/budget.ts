@@ -34,6 +34,7 @@ export function propertyParameters<Ts>(budget: Budget): fc.Parameters<Ts> {
   const path = process.env.TLS_ECHOD_FUZZ_PATH || undefined;
   const runs = positiveEnv('TLS_ECHOD_FUZZ_RUNS');
   const parameters: fc.Parameters<Ts> = {
+    includeErrorInReport: true,
     numRuns: seconds !== undefined ? Number.MAX_SAFE_INTEGER : (runs ?? budget.runs),
     reporter: (details) => {
       if (!details.failed) return;

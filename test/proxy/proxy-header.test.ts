@@ -190,3 +190,26 @@ test('formatIpv6: RFC 5952 form, as Node writes addresses', () => {
   assert.equal(formatIpv6(hex('20010db8000100010001000100010001')), '2001:db8:1:1:1:1:1:1');
   assert.equal(formatIpv6(hex('00000000000000000000ffffc0000207')), '::ffff:192.0.2.7');
 });
+
+// Found by test/properties/proxy-header.test.ts: a CR as the 107th byte left no room for the LF
+// within the bound, yet 107 bytes asked for more and 108 were accepted as a header.
+test('v1: a line whose CRLF ends past byte 107 is refused, not awaited or accepted', () => {
+  const line = Buffer.from('PROXY TCP6 0000:0000:0000:0000:0000:0000:100.0.10.10 0000:0000:0000:0000:0000:0000:100.100.100.100 10000 0\r\n');
+  assert.equal(line.length, PROXY_V1_MAX_BYTES + 1);
+  assertInvalid(line.subarray(0, PROXY_V1_MAX_BYTES), /no CRLF within 107 bytes/);
+  assertInvalid(line, /no CRLF within 107 bytes/);
+  const fits = Buffer.from('PROXY TCP6 0000:0000:0000:0000:0000:0000:100.0.10.10 0000:0000:0000:0000:0000:0000:100.100.100.10 10000 0\r\n');
+  assert.equal(fits.length, PROXY_V1_MAX_BYTES);
+  assertHeader(fits, { version: 1, command: 'proxy', client: { address: '::100.0.10.10', port: 10000 }, headerLength: PROXY_V1_MAX_BYTES });
+});
+
+// Found by test/properties/proxy-header.test.ts: an IPv4-compatible address (six zero groups)
+// came out as ::100:0 where Node, for a direct client, writes ::1.0.0.0.
+test('formatIpv6: an IPv4-compatible address in dotted form, as Node writes it', () => {
+  const hex = (h: string): Buffer => Buffer.from(h, 'hex');
+  assert.equal(formatIpv6(hex('00000000000000000000000001000000')), '::1.0.0.0');
+  assert.equal(formatIpv6(hex('000000000000000000000000c0000207')), '::192.0.2.7');
+  // Seven zero groups are a longer run: "::" then the last group, as Node writes ::2.
+  assert.equal(formatIpv6(hex('00000000000000000000000000000002')), '::2');
+  assert.equal(formatIpv6(hex('00000000000000000000000000010000')), '::0.1.0.0');
+});
