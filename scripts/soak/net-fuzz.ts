@@ -35,7 +35,7 @@ export interface NetFuzzTarget {
   readonly trustedSource: string;
   /** Other loopback addresses (127.0.0.2, ...) outside --trusted-proxy. */
   readonly untrustedSources: readonly string[];
-  /** The --scenarios listener (no PROXY header there). */
+  /** The --scenarios listener (under --proxy-protocol it takes the header too). */
   readonly scenarioPort: number;
   /** --scenario-domain, e.g. 'localhost'. */
   readonly scenarioDomain: string;
@@ -290,8 +290,8 @@ class Probe {
       this.isClosed = true;
       this.markClosed();
     });
-    await Promise.race([once(raw, 'connect').catch(() => undefined), this.closed]);
-    return this.alive;
+    const connected = await Promise.race([once(raw, 'connect').then(() => true, () => false), this.closed.then(() => false)]);
+    return connected && this.alive;
   }
 
   get socket(): net.Socket {
@@ -495,16 +495,22 @@ async function truncatedRecords(c: CaseContext): Promise<void> {
   c.probe.write(tlsRecord(c.rng.pick([21, 22, 23]), 0x0303, c.rng.bytes(c.rng.int(Math.min(length, 4096))), length));
 }
 
-/** The scenario listener (no header): a ClientHello naming a catalogue scenario or garbage, often mutated. */
+/**
+ * The scenario listener: a ClientHello naming a catalogue scenario or garbage, often mutated.
+ * Under --proxy-protocol that listener takes the header too (test/proxy-protocol.test.ts), so a
+ * valid one goes first; now and then none, or from an untrusted source, which must be reset.
+ */
 async function scenarioHelloMutated(c: CaseContext): Promise<void> {
-  const source = c.rng.pick([c.target.trustedSource, ...c.target.untrustedSources]);
+  const headerless = c.rng.chance(0.1);
+  const source = headerless ? c.rng.pick([c.target.trustedSource, ...c.target.untrustedSources]) : c.target.trustedSource;
   if (!(await c.probe.connect(c.target.scenarioPort, source))) return;
   const { name, record } = c.rng.pick(c.hellos.scenario);
   let hello = record;
   if (c.rng.chance(0.3)) hello = withGarbageName(c.rng, record, name);
   // Some untouched: the scenario is then served to a client that never answers.
   if (c.rng.chance(0.75)) hello = mutateHello(c.rng, hello);
-  await c.probe.writeAll(splitWrites(c.rng, hello));
+  const header = headerless ? Buffer.alloc(0) : validProxyHeader(c.rng, c.client(), { address: c.target.host, port: c.target.scenarioPort });
+  await c.probe.writeAll(splitWrites(c.rng, Buffer.concat([header, hello])));
 }
 
 /** `record` with the bytes of server name `name` replaced by as many others (random, or a name outside the domain). */
@@ -716,8 +722,9 @@ class HelloCapture {
     socket.on('data', (chunk: Buffer) => {
       data = Buffer.concat([data, chunk]);
       if (data.length < 5 || data.length < 5 + data.readUInt16BE(3)) return;
-      socket.destroy();
+      // Read before destroy(), which forgets the peer.
       const port = socket.remotePort!;
+      socket.destroy();
       const record = data.subarray(0, 5 + data.readUInt16BE(3));
       const resolve = this.waiting.get(port);
       this.waiting.delete(port);
