@@ -262,6 +262,7 @@ class Probe {
   private isClosed = false;
   private markClosed!: () => void;
   private readonly alerts = new AlertScanner();
+  private readonly notes: string[] = [];
 
   constructor(
     private readonly target: NetFuzzTarget,
@@ -360,9 +361,14 @@ class Probe {
     if (err.code === 'ECONNRESET') this.outcome.reset = true;
   }
 
+  /** Adds `note` (what the case chose that the bytes don't show, e.g. a server name) to the description. */
+  note(note: string): void {
+    this.notes.push(note);
+  }
+
   /** Case, id, and the first bytes sent: enough to find the connection again and see what it was. */
   describe(): string {
-    return `${this.id} sent ${this.sentBytes} bytes: ${this.sentPrefix.toString('hex')}${this.sentBytes > this.sentPrefix.length ? '...' : ''}`;
+    return `${this.id}${this.notes.map((n) => ` ${n}`).join('')} sent ${this.sentBytes} bytes: ${this.sentPrefix.toString('hex')}${this.sentBytes > this.sentPrefix.length ? '...' : ''}`;
   }
 
   private overdue(): void {
@@ -501,6 +507,7 @@ async function truncatedRecords(c: CaseContext): Promise<void> {
  * valid one goes first; now and then none, or from an untrusted source, which must be reset.
  */
 async function scenarioHelloMutated(c: CaseContext): Promise<void> {
+  if (c.rng.chance(0.3)) return scenarioSession(c);
   const headerless = c.rng.chance(0.1);
   const source = headerless ? c.rng.pick([c.target.trustedSource, ...c.target.untrustedSources]) : c.target.trustedSource;
   if (!(await c.probe.connect(c.target.scenarioPort, source))) return;
@@ -511,6 +518,23 @@ async function scenarioHelloMutated(c: CaseContext): Promise<void> {
   if (c.rng.chance(0.75)) hello = mutateHello(c.rng, hello);
   const header = headerless ? Buffer.alloc(0) : validProxyHeader(c.rng, c.client(), { address: c.target.host, port: c.target.scenarioPort });
   await c.probe.writeAll(splitWrites(c.rng, Buffer.concat([header, hello])));
+}
+
+/**
+ * A real handshake with a random scenario (trusting anything: many serve bad certificates on
+ * purpose), then a payload and maybe raw records: the behaviours (slow-echo, no-echo,
+ * reset-after-echo, ...) under a client that misbehaves. Their handshakes may fail: no anomaly.
+ */
+async function scenarioSession(c: CaseContext): Promise<void> {
+  if (!(await c.probe.connect(c.target.scenarioPort, c.target.trustedSource))) return;
+  c.probe.write(validProxyHeader(c.rng, c.client(), { address: c.target.host, port: c.target.scenarioPort }));
+  const { name } = c.rng.pick(c.hellos.scenario);
+  c.probe.note(`session with ${name}`);
+  const secure = await handshake(c, { servername: name, rejectUnauthorized: false, ...(c.rng.chance(0.3) ? (c.target.clientCert ?? {}) : {}) });
+  if (secure === undefined) return;
+  secure.write(c.rng.bytes(c.rng.between(1, 4096)));
+  await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
+  if (c.rng.chance(0.5)) await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
 }
 
 /** `record` with the bytes of server name `name` replaced by as many others (random, or a name outside the domain). */
@@ -557,21 +581,14 @@ async function halfClose(c: CaseContext): Promise<void> {
  */
 async function realSession(c: CaseContext): Promise<tls.TLSSocket | undefined> {
   if (!(await connectTrusted(c))) return undefined;
-  const raw = c.probe.socket;
   c.probe.write(validProxyHeader(c.rng, c.client(), server(c)));
-  const tlsOptions: tls.ConnectionOptions = {
-    socket: passThrough(raw, (data) => c.probe.write(data)),
+  const secure = await handshake(c, {
     ca: c.target.ca,
     servername: c.target.servername ?? 'localhost',
     ...(c.rng.chance(0.5) ? { maxVersion: 'TLSv1.2' } : { minVersion: 'TLSv1.3' }),
     ...(c.target.clientCert ?? {}),
-  };
-  const secure = tls.connect(tlsOptions);
-  secure.on('error', (err: Error) => c.probe.noteTlsError(err));
-  void c.probe.closed.then(() => secure.destroy());
-  const handshake = once(secure, 'secureConnect');
-  handshake.catch(() => {});
-  if (!(await c.probe.expect(handshake))) {
+  });
+  if (secure === undefined) {
     if (!c.probe.outcome.overdue) c.anomaly('a valid session failed its handshake');
     return undefined;
   }
@@ -587,6 +604,22 @@ async function realSession(c: CaseContext): Promise<tls.TLSSocket | undefined> {
     return undefined;
   }
   c.probe.outcome.echoed = true;
+  return secure;
+}
+
+/**
+ * A TLS handshake over the probe's connection (whatever was written on it so far goes first),
+ * within lifetimeBoundMs. Resolves with the TLS socket, reading and dropping whatever it
+ * receives from then on (so the daemon's end always gets through), or undefined if it failed.
+ */
+async function handshake(c: CaseContext, options: tls.ConnectionOptions): Promise<tls.TLSSocket | undefined> {
+  const secure = tls.connect({ ...options, socket: passThrough(c.probe.socket, (data) => c.probe.write(data)) });
+  secure.on('error', (err: Error) => c.probe.noteTlsError(err));
+  void c.probe.closed.then(() => secure.destroy());
+  const done = once(secure, 'secureConnect');
+  done.catch(() => {});
+  if (!(await c.probe.expect(done))) return undefined;
+  secure.resume();
   return secure;
 }
 
