@@ -94,6 +94,8 @@ export interface NetFuzzStats {
   anomalyExamples: string[];
   /** ClientHellos captured at the start, to mutate (0 until the capture is done). */
   hellosCaptured: number;
+  /** Since startNetFuzz (ms): with `started`, the connection rate. */
+  elapsedMs: number;
 }
 
 export interface NetFuzzRun {
@@ -148,6 +150,7 @@ class NetFuzzEngine implements NetFuzzRun {
   private hellos: Hellos | undefined;
   private stopping = false;
   private nextId = 0;
+  private readonly startedAt = performance.now();
 
   constructor(
     private readonly target: NetFuzzTarget,
@@ -156,7 +159,7 @@ class NetFuzzEngine implements NetFuzzRun {
     this.sources = options.sources !== undefined && options.sources.length > 0 ? options.sources : DEFAULT_SOURCES;
     const byCase: Record<string, NetFuzzCaseStats> = {};
     for (const name of CASE_NAMES) byCase[name] = { started: 0, reset: 0, ended: 0, alert: 0, echoed: 0, selfClosed: 0, overdue: 0 };
-    this.counts = { started: 0, ended: 0, open: 0, overdue: 0, byCase, overdueExamples: [], anomalies: 0, anomalyExamples: [], hellosCaptured: 0 };
+    this.counts = { started: 0, ended: 0, open: 0, overdue: 0, byCase, overdueExamples: [], anomalies: 0, anomalyExamples: [], hellosCaptured: 0, elapsedMs: 0 };
     void captureHellos(target)
       .then((hellos) => {
         this.hellos = hellos;
@@ -167,7 +170,7 @@ class NetFuzzEngine implements NetFuzzRun {
   }
 
   stats(): NetFuzzStats {
-    return structuredClone(this.counts);
+    return { ...structuredClone(this.counts), elapsedMs: Math.round(performance.now() - this.startedAt) };
   }
 
   stop(): Promise<NetFuzzStats> {
@@ -263,6 +266,10 @@ class Probe {
   private markClosed!: () => void;
   private readonly alerts = new AlertScanner();
   private readonly notes: string[] = [];
+  /** Bytes after which write() destroys the connection (the fuzzer's own abort mid-stream). */
+  private destroyAfterBytes = Infinity;
+  /** Detaches a TLS client running over this connection (see passThrough). */
+  private detachTls: (() => void) | undefined;
 
   constructor(
     private readonly target: NetFuzzTarget,
@@ -300,12 +307,38 @@ class Probe {
     return this.raw;
   }
 
-  /** Writes `data` unless the connection is gone (a write after a reset would only raise EPIPE). */
+  /**
+   * Writes `data` unless the connection is gone (a write after a reset would only raise EPIPE),
+   * up to the destroyAfter() point, where it destroys the connection instead.
+   */
   write(data: Buffer): void {
     if (!this.alive || this.raw === undefined || !this.raw.writable || data.length === 0) return;
-    if (this.sentPrefix.length < SENT_PREFIX_BYTES) this.sentPrefix = Buffer.concat([this.sentPrefix, data.subarray(0, SENT_PREFIX_BYTES - this.sentPrefix.length)]);
-    this.sentBytes += data.length;
-    this.raw.write(data);
+    const room = this.destroyAfterBytes - this.sentBytes;
+    const chunk = room < data.length ? data.subarray(0, Math.max(0, room)) : data;
+    if (this.sentPrefix.length < SENT_PREFIX_BYTES) this.sentPrefix = Buffer.concat([this.sentPrefix, chunk.subarray(0, SENT_PREFIX_BYTES - this.sentPrefix.length)]);
+    this.sentBytes += chunk.length;
+    if (chunk.length > 0) this.raw.write(chunk);
+    if (chunk !== data) this.destroy();
+  }
+
+  /** Makes write() destroy the connection once `bytes` have been sent. */
+  destroyAfter(bytes: number): void {
+    this.destroyAfterBytes = bytes;
+    this.note(`destroys itself after ${bytes} bytes`);
+  }
+
+  /** Records how to detach the TLS client running over this connection. */
+  runsTls(detach: () => void): void {
+    this.detachTls = detach;
+  }
+
+  /**
+   * Stops the TLS client (if any) reading and writing here, without closing the connection: what
+   * the daemon does from now on is seen on the raw socket, not taken for an error by the client.
+   */
+  dropTls(): void {
+    this.detachTls?.();
+    this.detachTls = undefined;
   }
 
   /** Writes `pieces` with `delayMs` between them; stops early if the connection closes. */
@@ -408,9 +441,18 @@ class AlertScanner {
   }
 }
 
+/** Cases whose connections always wait for the daemon to end them: its timeouts, its reset, its answer to a FIN. */
+const WAITING_CASES: ReadonlySet<CaseName> = new Set(['truncated-records', 'untrusted', 'half-close']);
+
+/** How a connection ends once its case has sent what it sends. */
+type Ending = 'silent' | 'half-close' | 'destroy';
+
 /** Runs one connection's case, then its ending: silence until the daemon closes it, or a close of its own. */
 async function runCase(c: CaseContext): Promise<void> {
-  const silent = c.rng.chance(0.5);
+  const ending: Ending = c.rng.chance(0.5) ? 'silent' : c.rng.pick(['half-close', 'destroy'] as const);
+  // Half of those that destroy themselves do it in the middle of what the case sends (not the
+  // cases that wait for the daemon, whatever happens, by design).
+  if (ending === 'destroy' && !WAITING_CASES.has(c.probe.caseName) && c.rng.chance(0.5)) c.probe.destroyAfter(c.rng.int(2048));
   switch (c.probe.caseName) {
     case 'proxy-mutated':
       await proxyMutated(c);
@@ -424,8 +466,7 @@ async function runCase(c: CaseContext): Promise<void> {
     case 'truncated-records':
       // Always silent: the daemon's timeouts are what this case is for.
       await truncatedRecords(c);
-      await c.probe.awaitDaemonClose();
-      return;
+      return finish(c, 'silent');
     case 'scenario-hello-mutated':
       await scenarioHelloMutated(c);
       break;
@@ -439,14 +480,15 @@ async function runCase(c: CaseContext): Promise<void> {
       await halfClose(c);
       return;
   }
-  await finish(c, silent);
+  await finish(c, ending);
 }
 
-async function finish(c: CaseContext, silent: boolean): Promise<void> {
+async function finish(c: CaseContext, ending: Ending): Promise<void> {
+  c.probe.dropTls();
   if (!c.probe.alive) return;
-  if (silent) return c.probe.awaitDaemonClose();
+  if (ending === 'silent') return c.probe.awaitDaemonClose();
   await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
-  if (c.rng.chance(0.5)) return c.probe.halfClose();
+  if (ending === 'half-close') return c.probe.halfClose();
   c.probe.destroy();
 }
 
@@ -481,8 +523,8 @@ async function helloMutated(c: CaseContext): Promise<void> {
 
 /** A valid header and a real session that echoes; then raw records on the socket underneath. */
 async function recordsAfterHandshake(c: CaseContext): Promise<void> {
-  const session = await realSession(c);
-  if (session === undefined) return;
+  if (!(await realSession(c))) return;
+  c.probe.dropTls();
   await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
 }
 
@@ -495,8 +537,8 @@ async function truncatedRecords(c: CaseContext): Promise<void> {
     c.probe.write(Buffer.concat([validProxyHeader(c.rng, c.client(), server(c)), hello.subarray(0, c.rng.between(1, hello.length - 1))]));
     return;
   }
-  const session = await realSession(c);
-  if (session === undefined) return;
+  if (!(await realSession(c))) return;
+  c.probe.dropTls();
   const length = c.rng.between(1, 16_384 + 256);
   c.probe.write(tlsRecord(c.rng.pick([21, 22, 23]), 0x0303, c.rng.bytes(c.rng.int(Math.min(length, 4096))), length));
 }
@@ -534,7 +576,10 @@ async function scenarioSession(c: CaseContext): Promise<void> {
   if (secure === undefined) return;
   secure.write(c.rng.bytes(c.rng.between(1, 4096)));
   await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
-  if (c.rng.chance(0.5)) await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
+  if (c.rng.chance(0.5)) {
+    c.probe.dropTls();
+    await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
+  }
 }
 
 /** `record` with the bytes of server name `name` replaced by as many others (random, or a name outside the domain). */
@@ -576,35 +621,31 @@ async function halfClose(c: CaseContext): Promise<void> {
 
 /**
  * A valid header, then a real handshake over the same socket and one echo checked byte-exact.
- * Returns the TLS socket, or undefined if the connection is gone (a failure of a valid session
- * counts as an anomaly). The raw socket stays the probe's: cases write around the TLS layer.
+ * Resolves true if all that went well; a valid session failing counts as an anomaly, unless the
+ * fuzzer cut it short itself. The TLS client stays attached: cases drop it (probe.dropTls())
+ * before they write around it.
  */
-async function realSession(c: CaseContext): Promise<tls.TLSSocket | undefined> {
-  if (!(await connectTrusted(c))) return undefined;
+async function realSession(c: CaseContext): Promise<boolean> {
+  if (!(await connectTrusted(c))) return false;
   c.probe.write(validProxyHeader(c.rng, c.client(), server(c)));
+  const failed = (what: string): false => {
+    if (!c.probe.outcome.overdue && !c.probe.outcome.selfClosed) c.anomaly(what);
+    return false;
+  };
   const secure = await handshake(c, {
     ca: c.target.ca,
     servername: c.target.servername ?? 'localhost',
     ...(c.rng.chance(0.5) ? { maxVersion: 'TLSv1.2' } : { minVersion: 'TLSv1.3' }),
     ...(c.target.clientCert ?? {}),
   });
-  if (secure === undefined) {
-    if (!c.probe.outcome.overdue) c.anomaly('a valid session failed its handshake');
-    return undefined;
-  }
+  if (secure === undefined) return failed('a valid session failed its handshake');
   const payload = c.rng.bytes(c.rng.between(1, 2048));
   const echo = readExactly(secure, payload.length);
   secure.write(payload);
-  if (!(await c.probe.expect(echo))) {
-    if (!c.probe.outcome.overdue) c.anomaly('a valid session closed before echoing');
-    return undefined;
-  }
-  if (!(await echo).equals(payload)) {
-    c.anomaly('a valid session echoed different bytes');
-    return undefined;
-  }
+  if (!(await c.probe.expect(echo))) return failed('a valid session closed before echoing');
+  if (!(await echo).equals(payload)) return failed('a valid session echoed different bytes');
   c.probe.outcome.echoed = true;
-  return secure;
+  return true;
 }
 
 /**
@@ -613,7 +654,7 @@ async function realSession(c: CaseContext): Promise<tls.TLSSocket | undefined> {
  * receives from then on (so the daemon's end always gets through), or undefined if it failed.
  */
 async function handshake(c: CaseContext, options: tls.ConnectionOptions): Promise<tls.TLSSocket | undefined> {
-  const secure = tls.connect({ ...options, socket: passThrough(c.probe.socket, (data) => c.probe.write(data)) });
+  const secure = tls.connect({ ...options, socket: passThrough(c.probe) });
   secure.on('error', (err: Error) => c.probe.noteTlsError(err));
   void c.probe.closed.then(() => secure.destroy());
   const done = once(secure, 'secureConnect');
@@ -650,34 +691,50 @@ function readExactly(socket: tls.TLSSocket, length: number): Promise<Buffer> {
 }
 
 /**
- * `raw` as a stream for tls.connect to run over, so the raw socket stays ours (a net.Socket
- * given to tls.connect has its handle taken over): TLS's writes go through `write`, where the
- * probe counts them, and raw records can still be written underneath.
+ * The probe's connection as a stream for tls.connect to run over, so the raw socket stays the
+ * probe's (a net.Socket given to tls.connect has its handle taken over): TLS's writes go through
+ * probe.write(), and raw records can still be written underneath. Until the probe drops it
+ * (dropTls), a TLS failure ends the connection; after, the TLS client is gone and the connection
+ * is left as it is.
  */
-function passThrough(raw: net.Socket, write: (data: Buffer) => void): Duplex {
+function passThrough(probe: Probe): Duplex {
+  const raw = probe.socket;
+  let attached = true;
   const duplex = new Duplex({
     write(chunk: Buffer, _encoding, callback) {
-      write(chunk);
+      if (attached) probe.write(chunk);
       callback();
     },
     read() {
       raw.resume();
     },
     final(callback) {
-      if (raw.writable) raw.end();
+      if (attached && raw.writable) raw.end();
       callback();
     },
     destroy(err, callback) {
-      raw.destroy();
+      if (attached) probe.destroy();
       callback(err);
     },
   });
-  raw.on('data', (chunk: Buffer) => {
+  const rawOnData = (chunk: Buffer): void => {
     if (!duplex.push(chunk)) raw.pause();
-  });
-  raw.on('end', () => duplex.push(null));
-  raw.on('close', () => duplex.destroy());
+  };
+  const rawOnEnd = (): void => void duplex.push(null);
+  const rawOnClose = (): void => void duplex.destroy();
+  raw.on('data', rawOnData);
+  raw.on('end', rawOnEnd);
+  raw.on('close', rawOnClose);
   duplex.on('error', () => {});
+  probe.runsTls(() => {
+    attached = false;
+    raw.off('data', rawOnData);
+    raw.off('end', rawOnEnd);
+    raw.off('close', rawOnClose);
+    // The probe's own listener keeps the socket flowing, so the daemon's close is seen.
+    raw.resume();
+    duplex.destroy();
+  });
   return duplex;
 }
 
