@@ -113,6 +113,7 @@ export const CASE_NAMES = [
   'untrusted',
   'random-bytes',
   'half-close',
+  'no-read',
 ] as const;
 export type CaseName = (typeof CASE_NAMES)[number];
 
@@ -127,6 +128,9 @@ const MAX_EXAMPLES = 10;
 const SENT_PREFIX_BYTES = 64;
 /** Longest pause the fuzzer makes between writes or before ending a connection itself (ms). */
 const MAX_PAUSE_MS = 300;
+/** What a no-read connection sends (bytes): more than the socket buffers on both sides hold, so the echo backs up. */
+const NO_READ_MIN_BYTES = 128 * 1024;
+const NO_READ_MAX_BYTES = 512 * 1024;
 /** Per-byte delay when a header goes out slowly (ms); with ≤ 256 writes, about 1 s at most. */
 const SLOW_WRITE_MS = 4;
 
@@ -442,7 +446,7 @@ class AlertScanner {
 }
 
 /** Cases whose connections always wait for the daemon to end them: its timeouts, its reset, its answer to a FIN. */
-const WAITING_CASES: ReadonlySet<CaseName> = new Set(['truncated-records', 'untrusted', 'half-close']);
+const WAITING_CASES: ReadonlySet<CaseName> = new Set(['truncated-records', 'untrusted', 'half-close', 'no-read']);
 
 /** How a connection ends once its case has sent what it sends. */
 type Ending = 'silent' | 'half-close' | 'destroy';
@@ -479,6 +483,9 @@ async function runCase(c: CaseContext): Promise<void> {
     case 'half-close':
       await halfClose(c);
       return;
+    case 'no-read':
+      await noRead(c);
+      return finish(c, 'silent');
   }
   await finish(c, ending);
 }
@@ -521,9 +528,16 @@ async function helloMutated(c: CaseContext): Promise<void> {
   await c.probe.writeAll(splitWrites(c.rng, mutateHello(c.rng, mainHello(c))));
 }
 
-/** A valid header and a real session that echoes; then raw records on the socket underneath. */
+/** A valid header and a real session that echoes, sometimes a renegotiation (TLS 1.2); then raw records on the socket underneath. */
 async function recordsAfterHandshake(c: CaseContext): Promise<void> {
-  if (!(await realSession(c))) return;
+  const secure = await realSession(c);
+  if (secure === undefined) return;
+  if (secure.getProtocol() === 'TLSv1.2' && c.rng.chance(0.2)) {
+    // The daemon refuses renegotiation; the answer (an alert, a close) is what is checked.
+    c.probe.note('renegotiates');
+    secure.renegotiate({}, () => {});
+    await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
+  }
   c.probe.dropTls();
   await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
 }
@@ -537,7 +551,7 @@ async function truncatedRecords(c: CaseContext): Promise<void> {
     c.probe.write(Buffer.concat([validProxyHeader(c.rng, c.client(), server(c)), hello.subarray(0, c.rng.between(1, hello.length - 1))]));
     return;
   }
-  if (!(await realSession(c))) return;
+  if ((await realSession(c)) === undefined) return;
   c.probe.dropTls();
   const length = c.rng.between(1, 16_384 + 256);
   c.probe.write(tlsRecord(c.rng.pick([21, 22, 23]), 0x0303, c.rng.bytes(c.rng.int(Math.min(length, 4096))), length));
@@ -610,6 +624,22 @@ async function randomBytes(c: CaseContext): Promise<void> {
   await c.probe.writeAll(splitWrites(c.rng, Buffer.concat([header, body])));
 }
 
+/**
+ * A real session that sends a lot and stops reading: the daemon's echo backs up, and its idle
+ * timeout (and close grace) must still end the session. Reading resumes after a while, for the
+ * close to be seen at all: a socket that doesn't read sees neither FIN nor reset.
+ */
+async function noRead(c: CaseContext): Promise<void> {
+  const secure = await realSession(c);
+  if (secure === undefined) return;
+  // Not the raw socket: the TLS client would resume it to read. Paused, it stops asking, its
+  // stream fills and the raw socket is paused in turn (passThrough).
+  secure.pause();
+  secure.write(c.rng.bytes(c.rng.between(NO_READ_MIN_BYTES, NO_READ_MAX_BYTES)));
+  await c.probe.pause(c.rng.int(c.target.lifetimeBoundMs / 2));
+  c.probe.dropTls();
+}
+
 /** A valid header and part of a ClientHello, then a half-close: the daemon must close its side too. */
 async function halfClose(c: CaseContext): Promise<void> {
   if (!(await connectTrusted(c))) return;
@@ -621,16 +651,16 @@ async function halfClose(c: CaseContext): Promise<void> {
 
 /**
  * A valid header, then a real handshake over the same socket and one echo checked byte-exact.
- * Resolves true if all that went well; a valid session failing counts as an anomaly, unless the
+ * Resolves with the TLS socket if all that went well; a valid session failing counts as an anomaly, unless the
  * fuzzer cut it short itself. The TLS client stays attached: cases drop it (probe.dropTls())
  * before they write around it.
  */
-async function realSession(c: CaseContext): Promise<boolean> {
-  if (!(await connectTrusted(c))) return false;
+async function realSession(c: CaseContext): Promise<tls.TLSSocket | undefined> {
+  if (!(await connectTrusted(c))) return undefined;
   c.probe.write(validProxyHeader(c.rng, c.client(), server(c)));
-  const failed = (what: string): false => {
+  const failed = (what: string): undefined => {
     if (!c.probe.outcome.overdue && !c.probe.outcome.selfClosed) c.anomaly(what);
-    return false;
+    return undefined;
   };
   const secure = await handshake(c, {
     ca: c.target.ca,
@@ -645,7 +675,7 @@ async function realSession(c: CaseContext): Promise<boolean> {
   if (!(await c.probe.expect(echo))) return failed('a valid session closed before echoing');
   if (!(await echo).equals(payload)) return failed('a valid session echoed different bytes');
   c.probe.outcome.echoed = true;
-  return true;
+  return secure;
 }
 
 /**
