@@ -199,6 +199,7 @@ class NetFuzzEngine implements NetFuzzRun {
     const context: CaseContext = { rng, probe, target: this.target, hellos, client: () => this.client(rng), anomaly: (what) => this.anomaly(`${probe.describe()}: ${what}`) };
     runCase(context)
       .catch((err: unknown) => this.anomaly(`${probe.describe()}: the fuzzer threw: ${(err as Error).stack ?? String(err)}`))
+      .then(() => probe.release())
       .finally(() => this.settle(probe));
   }
 
@@ -385,6 +386,13 @@ class Probe {
     if (!this.alive) return;
     this.outcome.selfClosed = true;
     this.raw?.destroy();
+  }
+
+  /** Resolves once the connection has closed, destroying it first if a case left it open: `open` counts only live sockets. */
+  release(): Promise<void> {
+    if (this.raw === undefined) return Promise.resolve();
+    this.destroy();
+    return this.closed;
   }
 
   /** Half-closes (FIN) and waits for the daemon to close its side. */

@@ -10,7 +10,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
-import { startNetFuzz, type NetFuzzTarget } from '../../scripts/soak/net-fuzz';
+import { DEFAULT_SOURCES, startNetFuzz, type NetFuzzTarget } from '../../scripts/soak/net-fuzz';
+import { Rng, validProxyHeader } from '../../scripts/soak/net-fuzz-bytes';
+import { parseProxyHeader } from '../../src/proxy/proxy-header';
 import { roundTrip, spawnDaemon, tempDir, type CliDaemon } from '../helpers/daemon';
 import { sample } from '../helpers/metrics';
 
@@ -84,6 +86,21 @@ async function gaugesSettle(admin: string, ms: number): Promise<{ active: number
 function errorLines(d: CliDaemon): string[] {
   return d.lines.filter((l) => l.level === 'error' || /uncaught/i.test(JSON.stringify(l))).map((l) => JSON.stringify(l).slice(0, 300));
 }
+
+test('net-fuzz: the headers it sends as valid are valid to the daemon, and name the client it chose', () => {
+  const rng = new Rng(17);
+  const server = { address: '127.0.0.1', port: 4433 };
+  for (let i = 0; i < 500; i++) {
+    const client = { address: rng.pick(DEFAULT_SOURCES), port: rng.between(1024, 65535) };
+    const header = validProxyHeader(rng, client, server);
+    const parsed = parseProxyHeader(header);
+    assert.equal(parsed.kind, 'header', `${header.toString('hex')}: ${JSON.stringify(parsed)}`);
+    if (parsed.kind !== 'header') continue;
+    assert.equal(parsed.headerLength, header.length);
+    // UNKNOWN and LOCAL name no client: the connection's own peer is the client then.
+    if (parsed.client !== undefined) assert.deepEqual(parsed.client, client);
+  }
+});
 
 test('net-fuzz: the daemon ends every hostile connection in time, keeps the control echoing, and settles to zero', { timeout: 40_000 }, async (t) => {
   const dir = tempDir(t);
