@@ -383,9 +383,10 @@ class Probe {
 
   /** Ends the connection itself, now. */
   destroy(): void {
-    if (!this.alive) return;
+    // Destroyed already (by an error: a reset's 'close' comes a tick after it) is not ours.
+    if (!this.alive || this.raw === undefined || this.raw.destroyed) return;
     this.outcome.selfClosed = true;
-    this.raw?.destroy();
+    this.raw.destroy();
   }
 
   /** Resolves once the connection has closed, destroying it first if a case left it open: `open` counts only live sockets. */
