@@ -34,6 +34,19 @@ export interface SessionLimits {
   readonly maxSessionBytes: number;
 }
 
+/**
+ * How often sessions are checked for the idle timeout, as a share of it, and within what bounds
+ * (ms). A session closes at most two check intervals after its timeout (see checkIdle).
+ */
+const IDLE_CHECKS_PER_TIMEOUT = 40;
+const IDLE_CHECK_MIN_MS = 10;
+const IDLE_CHECK_MAX_MS = 500;
+
+/** The interval (ms) at which a server calls checkIdle on each of its sessions, for `idleTimeoutMs` (> 0). */
+export function idleCheckIntervalMs(idleTimeoutMs: number): number {
+  return Math.min(IDLE_CHECK_MAX_MS, Math.max(IDLE_CHECK_MIN_MS, Math.floor(idleTimeoutMs / IDLE_CHECKS_PER_TIMEOUT)));
+}
+
 /** How long a client gets to answer our close_notify before the socket is destroyed (ms). */
 const CLOSE_GRACE_MS = 1000;
 

@@ -777,6 +777,7 @@ export class Supervisor {
       await this.waitForSessions(FINAL_CLOSE_GRACE_MS);
     }
     await this.pool?.stop();
+    this.scenarioServer?.stop();
     await this.shared?.close();
     await this.admin?.close();
     await this.notifier.flush();

@@ -5,7 +5,7 @@
 
 import tls from 'node:tls';
 import type { RawSocket } from './handle-socket';
-import { EchoSession, type CloseReason, type SessionLimits } from './session';
+import { EchoSession, idleCheckIntervalMs, type CloseReason, type SessionLimits } from './session';
 import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
 import { distinguishedNameText } from '../certs/inspect';
 import type { ClientAuthPolicy } from '../mtls/client-auth';
@@ -76,14 +76,6 @@ interface Connection {
   clientCertRefused: boolean;
 }
 
-/**
- * How often sessions are checked for the idle timeout, as a share of it, and within what bounds
- * (ms). A session closes at most two check intervals after its timeout (see checkIdle).
- */
-const IDLE_CHECKS_PER_TIMEOUT = 40;
-const IDLE_CHECK_MIN_MS = 10;
-const IDLE_CHECK_MAX_MS = 500;
-
 // tls.Server wraps the raw socket in a TLSSocket whose `_parent` is that raw socket: the only
 // link from the TLS events back to the connection record we attached on hand-over.
 const CONNECTION = Symbol('connection');
@@ -115,7 +107,7 @@ export class TlsEchoServer {
   }
 
   // One timer for every session's idle timeout. A session closes between --idle-timeout and
-  // 2/IDLE_CHECKS_PER_TIMEOUT later (61 s at most with the default 60 s). Sessions keep the
+  // two check intervals later (61 s at most with the default 60 s). Sessions keep the
   // timeout they started with: after a reload they are checked at the new pace (so one with a
   // shorter timeout may close up to a second late), and a reload that turns the timeout off
   // keeps the timer for the sessions that still have one.
@@ -123,8 +115,7 @@ export class TlsEchoServer {
     const idleMs = this.settings.idleTimeoutMs;
     if (idleMs <= 0) return;
     clearInterval(this.idleCheck);
-    const every = Math.min(IDLE_CHECK_MAX_MS, Math.max(IDLE_CHECK_MIN_MS, Math.floor(idleMs / IDLE_CHECKS_PER_TIMEOUT)));
-    this.idleCheck = setInterval(this.checkIdle, every).unref();
+    this.idleCheck = setInterval(this.checkIdle, idleCheckIntervalMs(idleMs)).unref();
   }
 
   private readonly checkIdle = (): void => {

@@ -120,6 +120,23 @@ test('scenario listener: a no-echo session is bounded by --idle-timeout, a stall
   assert.equal(await metricOf(d.supervisor, 'tls_echod_handshake_failures_total', { reason: 'handshake-timeout' }), 1);
 });
 
+// Found by the network fuzzer (scripts/soak/net-fuzz.ts): an echo scenario's session (valid,
+// intermediate, ...) is an EchoSession, whose idle timeout its server must check; the scenario
+// server never did, so a client that went quiet held its session slot and per-IP count for good.
+test('scenario listener: an echo scenario\'s silent session is closed at --idle-timeout', async (t) => {
+  const d = await startWithScenarios(t, { idleTimeout: '300' });
+  const quiet = await connect(t, d.scenarioPort, d.ca, { servername: 'valid.localhost' });
+  quiet.on('error', () => {});
+  const began = performance.now();
+  const closed = new Promise((resolve) => quiet.once('close', resolve));
+  const bound = new Promise((resolve) => setTimeout(resolve, 3000, 'still open'));
+  assert.equal(await Promise.race([closed, bound]), false, 'closed (no error) within 10 idle timeouts');
+  assert.ok(performance.now() - began >= 250, 'closed at the idle timeout, not before');
+  await until(() => d.supervisor.counts.sessions === 0, 5000, 'the session reported');
+  assert.equal(await metricOf(d.supervisor, 'tls_echod_sessions_closed_total', { reason: 'idle-timeout' }), 1);
+  assert.equal(await metricOf(d.supervisor, 'tls_echod_scenario_sessions_total', { scenario: 'valid' }), 1);
+});
+
 test('scenario certificates: 400 days on, valid is still valid and expired still expired, renewed without a restart', async (t) => {
   let now = new Date();
   const d = await startWithScenarios(t, {}, () => now);
