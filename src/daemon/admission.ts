@@ -67,7 +67,18 @@ export class ClientTable {
     return this.holdingCount;
   }
 
+  /**
+   * New rate and burst (a reload). Every bucket first earns at the old rate up to now, then keeps
+   * at most the new burst: otherwise the next admit or sweep would apply the new rate to the time
+   * before the reload, and a bucket touched in the same millisecond would keep the old burst.
+   * O(entries), once per reload.
+   */
   setRate(ratePerSec: number, burst: number): void {
+    const t = this.now();
+    for (const c of this.clients.values()) {
+      this.refill(c, t);
+      c.tokens = Math.min(c.tokens, burst);
+    }
     this.ratePerSec = ratePerSec;
     this.burst = burst;
   }
@@ -89,9 +100,8 @@ export class ClientTable {
       if (this.clients.size - this.holdingCount >= this.maxEntries) this.makeRoom(t);
       c = { tokens: this.burst, at: t, held: 0 };
       this.clients.set(ip, c);
-    } else if (t > c.at) {
-      c.tokens = Math.min(this.burst, c.tokens + ((t - c.at) * this.ratePerSec) / 1000);
-      c.at = t;
+    } else {
+      this.refill(c, t);
     }
     if (c.held >= maxHeld) return 'ip-limit';
     if (c.tokens < 1) return 'rate-limited';
@@ -112,6 +122,13 @@ export class ClientTable {
     for (const [ip, c] of this.clients) {
       if (c.held === 0 && t - c.at >= ((this.burst - c.tokens) * 1000) / this.ratePerSec) this.clients.delete(ip);
     }
+  }
+
+  /** Brings `c`'s bucket up to time `t` at the current rate. */
+  private refill(c: Client, t: number): void {
+    if (t <= c.at) return;
+    c.tokens = Math.min(this.burst, c.tokens + ((t - c.at) * this.ratePerSec) / 1000);
+    c.at = t;
   }
 
   private makeRoom(t: number): void {

@@ -180,3 +180,27 @@ test('admission: IPv6 clients share a limit with their --ipv6-prefix network; IP
   a.update({ ...settings, ipv6Prefix: 128 });
   assert.equal(a.clientKey('2001:db8:1:2::1'), '2001:db8:1:2::1');
 });
+
+test('client table: a reload neither pays for the time before it at the new rate nor keeps the old burst', () => {
+  // Found by test/properties/admission.test.ts: the sweep priced the time before the reload at
+  // the new burst and forgot a bucket that was only half full, and a bucket touched in the
+  // same millisecond as the reload kept the old burst.
+  let now = 0;
+  const t = new ClientTable(1, 1, 1000, () => now);
+  assert.equal(t.admit('a', 10), undefined);
+  t.release('a');
+  now = 2000; // 1/s: the bucket of one is full again after a second
+  t.setRate(1, 2);
+  t.sweep();
+  assert.equal(t.size, 1, 'one token of the new two: not yet the same as no entry');
+  assert.equal(t.admit('a', 10), undefined);
+  assert.equal(t.admit('a', 10), 'rate-limited', 'the larger burst is earned at the rate, not handed out by the reload');
+
+  const u = new ClientTable(1, 10, 1000, () => now);
+  assert.equal(u.admit('b', 10), undefined);
+  u.release('b');
+  u.setRate(1, 2);
+  assert.equal(u.admit('b', 10), undefined);
+  assert.equal(u.admit('b', 10), undefined);
+  assert.equal(u.admit('b', 10), 'rate-limited', 'a smaller burst applies at once, in the same millisecond too');
+});
