@@ -21,9 +21,14 @@ export interface AdmissionSettings {
 
 /** What admission keeps per client address: its token bucket and the connections it holds. */
 interface Client {
-  /** Tokens left in the bucket as of `at`. */
-  tokens: number;
-  /** When tokens was last brought up to date (ms, from the injected clock). */
+  /**
+   * Tokens left in the bucket as of `at`, in thousandths: with whole milliseconds a refill is
+   * `ms × rate`, a whole number, so the bucket is exact. Fractions of a token summed in floating
+   * point drift: a client connecting at exactly its rate would now and then find 0.9999999999999
+   * tokens and be refused.
+   */
+  milliTokens: number;
+  /** When milliTokens was last brought up to date (whole ms, from the injected clock). */
   at: number;
   /** Connections from this address held now (in a session or waiting for one). */
   held: number;
@@ -77,7 +82,7 @@ export class ClientTable {
     const t = this.now();
     for (const c of this.clients.values()) {
       this.refill(c, t);
-      c.tokens = Math.min(c.tokens, burst);
+      c.milliTokens = Math.min(c.milliTokens, burst * 1000);
     }
     this.ratePerSec = ratePerSec;
     this.burst = burst;
@@ -98,14 +103,14 @@ export class ClientTable {
     let c = this.clients.get(ip);
     if (c === undefined) {
       if (this.clients.size - this.holdingCount >= this.maxEntries) this.makeRoom(t);
-      c = { tokens: this.burst, at: t, held: 0 };
+      c = { milliTokens: this.burst * 1000, at: t, held: 0 };
       this.clients.set(ip, c);
     } else {
       this.refill(c, t);
     }
     if (c.held >= maxHeld) return 'ip-limit';
-    if (c.tokens < 1) return 'rate-limited';
-    c.tokens -= 1;
+    if (c.milliTokens < 1000) return 'rate-limited';
+    c.milliTokens -= 1000;
     if (c.held++ === 0) this.holdingCount++;
     return undefined;
   }
@@ -120,14 +125,14 @@ export class ClientTable {
   /** Drops the entries that hold nothing and whose bucket has refilled; call now and then. */
   sweep(t = this.now()): void {
     for (const [ip, c] of this.clients) {
-      if (c.held === 0 && t - c.at >= ((this.burst - c.tokens) * 1000) / this.ratePerSec) this.clients.delete(ip);
+      if (c.held === 0 && c.milliTokens + (t - c.at) * this.ratePerSec >= this.burst * 1000) this.clients.delete(ip);
     }
   }
 
   /** Brings `c`'s bucket up to time `t` at the current rate. */
   private refill(c: Client, t: number): void {
     if (t <= c.at) return;
-    c.tokens = Math.min(this.burst, c.tokens + ((t - c.at) * this.ratePerSec) / 1000);
+    c.milliTokens = Math.min(this.burst * 1000, c.milliTokens + (t - c.at) * this.ratePerSec);
     c.at = t;
   }
 

@@ -204,3 +204,21 @@ test('client table: a reload neither pays for the time before it at the new rate
   assert.equal(u.admit('b', 10), undefined);
   assert.equal(u.admit('b', 10), 'rate-limited', 'a smaller burst applies at once, in the same millisecond too');
 });
+
+test('client table: a client connecting at exactly its rate gets every token it earned', () => {
+  // Found by test/properties/admission.test.ts: at 5/s a client earns 0.08 tokens per 16 ms;
+  // summed in floating point, the token it had earned by 416 ms read 0.9999999999999 and it was
+  // refused. Buckets now count thousandths of a token, whole numbers with a whole-ms clock.
+  let now = 0;
+  const t = new ClientTable(5, 2, 1000, () => now);
+  const admittedAt: number[] = [];
+  for (let i = 0; i < 26; i++) {
+    now += 16;
+    if (t.admit('10.0.0.1', 1) === undefined) {
+      admittedAt.push(now);
+      t.release('10.0.0.1');
+    }
+  }
+  // The burst of two at once; then one token per 200 ms from the first connection at 16 ms.
+  assert.deepEqual(admittedAt, [16, 32, 224, 416]);
+});
