@@ -19,6 +19,9 @@ export interface AdmissionSettings {
   readonly ipv6Prefix: number;
 }
 
+/** Entries that hold nothing kept at most (docs/limits.md, "Bounded state"). */
+export const MAX_IDLE_CLIENTS = 100_000;
+
 /** What admission keeps per client address: its token bucket and the connections it holds. */
 interface Client {
   /**
@@ -44,11 +47,13 @@ type ClientRefusal = 'ip-limit' | 'rate-limited';
  * (count, bucket, then the count again to raise it) took 3.1-3.5 µs per connection and through
  * this one 2.0-2.7 µs: code run once per connection runs cold.
  *
- * Bounded: at most `maxEntries` entries that hold nothing, plus those that hold connections,
- * which are never dropped (their counts must stay exact) and number at most --max-sessions +
- * --max-pending. An entry that holds nothing and whose bucket has refilled is the same as no
- * entry, so the sweep drops those; if a flood from very many addresses still fills the table,
- * the oldest entries that hold nothing go first.
+ * Bounded: a new address finds at most `maxEntries` entries that hold nothing, plus those that
+ * hold connections, which are never dropped (their counts must stay exact) and number at most
+ * --max-sessions + --max-pending. An entry that holds nothing and whose bucket has refilled is
+ * the same as no entry, so the sweep drops those; if a flood from very many addresses still
+ * fills the table, the oldest entries that hold nothing go first. Entries whose connections end
+ * count as idle from then on, so the size is at most `maxEntries` + the most entries that ever
+ * held connections at once (test/properties/admission.test.ts checks both).
  */
 export class ClientTable {
   private readonly clients = new Map<string, Client>();
@@ -58,7 +63,7 @@ export class ClientTable {
   constructor(
     private ratePerSec: number,
     private burst: number,
-    private readonly maxEntries = 100_000,
+    private readonly maxEntries = MAX_IDLE_CLIENTS,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -157,12 +162,13 @@ export class Admission {
   private ipv6Prefix: number;
   readonly clients: ClientTable;
 
-  constructor(settings: AdmissionSettings, now: () => number = Date.now) {
+  /** `maxIdleClients`: ClientTable's bound on entries that hold nothing (tests make it small). */
+  constructor(settings: AdmissionSettings, now: () => number = Date.now, maxIdleClients = MAX_IDLE_CLIENTS) {
     this.allow = new CidrList(settings.allow);
     this.deny = new CidrList(settings.deny);
     this.maxConnsPerIp = settings.maxConnsPerIp;
     this.ipv6Prefix = settings.ipv6Prefix;
-    this.clients = new ClientTable(settings.connRatePerSec, settings.connBurst, 100_000, now);
+    this.clients = new ClientTable(settings.connRatePerSec, settings.connBurst, maxIdleClients, now);
   }
 
   /** New lists and limits (a reload); counts and buckets carry over. */
