@@ -19,6 +19,15 @@ export interface AdmissionSettings {
   readonly ipv6Prefix: number;
 }
 
+/**
+ * Whole milliseconds from a clock that never steps back. Date.now() does (NTP, a VM resumed, an
+ * operator setting the time): every bucket touched "in the future" would then earn nothing until
+ * the wall clock caught up, and its client would stay rate limited for as long as the step.
+ */
+export function monotonicMs(): number {
+  return Math.floor(performance.now());
+}
+
 /** Entries that hold nothing kept at most (docs/limits.md, "Bounded state"). */
 export const MAX_IDLE_CLIENTS = 100_000;
 
@@ -64,7 +73,7 @@ export class ClientTable {
     private ratePerSec: number,
     private burst: number,
     private readonly maxEntries = MAX_IDLE_CLIENTS,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = monotonicMs,
   ) {}
 
   /** Addresses tracked (holding connections, or with a bucket not yet refilled). */
@@ -163,7 +172,7 @@ export class Admission {
   readonly clients: ClientTable;
 
   /** `maxIdleClients`: ClientTable's bound on entries that hold nothing (tests make it small). */
-  constructor(settings: AdmissionSettings, now: () => number = Date.now, maxIdleClients = MAX_IDLE_CLIENTS) {
+  constructor(settings: AdmissionSettings, now: () => number = monotonicMs, maxIdleClients = MAX_IDLE_CLIENTS) {
     this.allow = new CidrList(settings.allow);
     this.deny = new CidrList(settings.deny);
     this.maxConnsPerIp = settings.maxConnsPerIp;

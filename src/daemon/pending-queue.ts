@@ -16,7 +16,9 @@ export class PendingQueue<T> {
     private maxLength: number,
     private timeoutMs: number,
     private readonly onExpire: (item: T) => void,
-    private readonly now: () => number = Date.now,
+    // Monotonic, like the timer: with Date.now() a wall clock stepped back by an hour would keep
+    // every waiting connection an hour past its deadline.
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   get length(): number {

@@ -222,3 +222,27 @@ test('client table: a client connecting at exactly its rate gets every token it 
   // The burst of two at once; then one token per 200 ms from the first connection at 16 ms.
   assert.deepEqual(admittedAt, [16, 32, 224, 416]);
 });
+
+test('admission and the pending queue run on a monotonic clock: the wall clock stepping back changes nothing', (t) => {
+  // With Date.now() a step back of an hour (NTP, a resumed VM) stalled every bucket, and every
+  // waiting connection, for the hour.
+  let monotonic = 1000;
+  t.mock.method(performance, 'now', () => monotonic);
+  const wall = Date.now();
+  let wallNow = wall;
+  t.mock.method(Date, 'now', () => wallNow);
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+
+  const a = new Admission({ allow: [], deny: [], connRatePerSec: 1, connBurst: 1, maxConnsPerIp: 10, ipv6Prefix: 64 });
+  const expired: number[] = [];
+  const q = new PendingQueue<number>(10, 100, (n) => expired.push(n));
+  assert.equal(a.admit('10.0.0.1'), undefined);
+  assert.equal(a.admit('10.0.0.1'), 'rate-limited');
+  assert.ok(q.push(1));
+
+  wallNow = wall - 3_600_000;
+  monotonic += 1000;
+  t.mock.timers.tick(1000);
+  assert.equal(a.admit('10.0.0.1'), undefined, 'a second later the bucket has its token, whatever the wall clock says');
+  assert.deepEqual(expired, [1], 'the waiting connection left at its deadline');
+});
