@@ -246,3 +246,21 @@ test('admission and the pending queue run on a monotonic clock: the wall clock s
   assert.equal(a.admit('10.0.0.1'), undefined, 'a second later the bucket has its token, whatever the wall clock says');
   assert.deepEqual(expired, [1], 'the waiting connection left at its deadline');
 });
+
+test('pending queue: a reload that shortens the timeout shortens the waits under way', (t) => {
+  // Found by test/properties/pending-queue.test.ts: entries kept their deadline across a reload,
+  // and the one timer serves the head, so a connection that came after the reload waited behind
+  // an older one's later deadline: 50 ms and counting with a timeout of 1 ms.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  let now = 0;
+  const expired: number[] = [];
+  const q = new PendingQueue<number>(0, 1, (n) => expired.push(n), () => now);
+  q.setLimits(1, 51);
+  assert.ok(q.push(0));
+  q.setLimits(2, 1);
+  assert.ok(q.push(1));
+  now += 1;
+  t.mock.timers.tick(1);
+  assert.deepEqual(expired, [0, 1], 'both leave within the new timeout, oldest first');
+  assert.equal(q.length, 0);
+});
