@@ -152,14 +152,16 @@ export class ClientTable {
 
   private makeRoom(t: number): void {
     this.sweep(t);
-    if (this.clients.size - this.holdingCount < this.maxEntries) return;
-    // Still full: every entry that holds nothing is an address being rate limited. Forget the
-    // oldest tenth of those (a Map iterates in insertion order).
-    let drop = Math.max(1, Math.floor(this.maxEntries / 10));
+    // Leave room for a tenth of the bound, forgetting the oldest entries that hold nothing (a Map
+    // iterates in insertion order) if the sweep didn't: a sweep visits the whole table, and a
+    // flood that keeps it just full, its entries refilling as fast as new ones come, would
+    // otherwise free an entry or two per sweep and pay for one on nearly every new address.
+    let drop = this.clients.size - this.holdingCount - (this.maxEntries - Math.max(1, Math.floor(this.maxEntries / 10)));
     for (const [ip, c] of this.clients) {
+      if (drop <= 0) break;
       if (c.held > 0) continue;
       this.clients.delete(ip);
-      if (--drop === 0) break;
+      drop--;
     }
   }
 }

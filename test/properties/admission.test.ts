@@ -135,16 +135,15 @@ class Model {
     }
   }
 
-  /** The documented flood policy: sweep, and if still full forget the oldest tenth of the idle entries. */
+  /** The documented flood policy: sweep, then forget the oldest idle entries until a tenth of the bound is free. */
   private makeRoom(): void {
     this.sweep();
-    if (this.idle() < this.maxIdle) return;
-    let drop = Math.max(1, Math.floor(this.maxIdle / 10));
+    const keep = this.maxIdle - Math.max(1, Math.floor(this.maxIdle / 10));
     for (const [key, c] of this.clients) {
+      if (this.idle() <= keep) break;
       if (c.held > 0) continue;
       this.clients.delete(key);
       this.forgotten.push(key);
-      if (--drop === 0) break;
     }
   }
 
