@@ -24,7 +24,7 @@ export interface AdmissionSettings {
  * operator setting the time): every bucket touched "in the future" would then earn nothing until
  * the wall clock caught up, and its client would stay rate limited for as long as the step.
  */
-export function monotonicMs(): number {
+function monotonicMs(): number {
   return Math.floor(performance.now());
 }
 
