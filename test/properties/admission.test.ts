@@ -158,7 +158,6 @@ class Model {
 // --- The system under test and what the test keeps ------------------------------------------
 
 interface Connection {
-  readonly ip: string;
   /** The key Admission gave at admission: released against exactly this, whatever reloads came since. */
   readonly key: string;
   readonly modelKey: string;
@@ -302,7 +301,7 @@ class AdmitStep implements Step {
     for (const forgotten of w.model.forgotten) w.admittedBy.delete(forgotten);
     w.model.forgotten.length = 0;
     if (verdict === undefined) {
-      w.live.push({ ip: this.ip, key, modelKey: expected.key });
+      w.live.push({ key, modelKey: expected.key });
       checkRate(w, expected.key);
     }
     checkInvariants(w);
