@@ -19,11 +19,28 @@ export interface AdmissionSettings {
   readonly ipv6Prefix: number;
 }
 
+/**
+ * Whole milliseconds from a clock that never steps back. Date.now() does (NTP, a VM resumed, an
+ * operator setting the time): every bucket touched "in the future" would then earn nothing until
+ * the wall clock caught up, and its client would stay rate limited for as long as the step.
+ */
+function monotonicMs(): number {
+  return Math.floor(performance.now());
+}
+
+/** Entries that hold nothing kept at most (docs/limits.md, "Bounded state"). */
+export const MAX_IDLE_CLIENTS = 100_000;
+
 /** What admission keeps per client address: its token bucket and the connections it holds. */
 interface Client {
-  /** Tokens left in the bucket as of `at`. */
-  tokens: number;
-  /** When tokens was last brought up to date (ms, from the injected clock). */
+  /**
+   * Tokens left in the bucket as of `at`, in thousandths: with whole milliseconds a refill is
+   * `ms × rate`, a whole number, so the bucket is exact. Fractions of a token summed in floating
+   * point drift: a client connecting at exactly its rate would now and then find 0.9999999999999
+   * tokens and be refused.
+   */
+  milliTokens: number;
+  /** When milliTokens was last brought up to date (whole ms, from the injected clock). */
   at: number;
   /** Connections from this address held now (in a session or waiting for one). */
   held: number;
@@ -39,11 +56,13 @@ type ClientRefusal = 'ip-limit' | 'rate-limited';
  * (count, bucket, then the count again to raise it) took 3.1-3.5 µs per connection and through
  * this one 2.0-2.7 µs: code run once per connection runs cold.
  *
- * Bounded: at most `maxEntries` entries that hold nothing, plus those that hold connections,
- * which are never dropped (their counts must stay exact) and number at most --max-sessions +
- * --max-pending. An entry that holds nothing and whose bucket has refilled is the same as no
- * entry, so the sweep drops those; if a flood from very many addresses still fills the table,
- * the oldest entries that hold nothing go first.
+ * Bounded: a new address finds at most `maxEntries` entries that hold nothing, plus those that
+ * hold connections, which are never dropped (their counts must stay exact) and number at most
+ * --max-sessions + --max-pending. An entry that holds nothing and whose bucket has refilled is
+ * the same as no entry, so the sweep drops those; if a flood from very many addresses still
+ * fills the table, the oldest entries that hold nothing go first. Entries whose connections end
+ * count as idle from then on, so the size is at most `maxEntries` + the most entries that ever
+ * held connections at once (test/properties/admission.test.ts checks both).
  */
 export class ClientTable {
   private readonly clients = new Map<string, Client>();
@@ -53,8 +72,8 @@ export class ClientTable {
   constructor(
     private ratePerSec: number,
     private burst: number,
-    private readonly maxEntries = 100_000,
-    private readonly now: () => number = Date.now,
+    private readonly maxEntries = MAX_IDLE_CLIENTS,
+    private readonly now: () => number = monotonicMs,
   ) {}
 
   /** Addresses tracked (holding connections, or with a bucket not yet refilled). */
@@ -67,7 +86,18 @@ export class ClientTable {
     return this.holdingCount;
   }
 
+  /**
+   * New rate and burst (a reload). Every bucket first earns at the old rate up to now, then keeps
+   * at most the new burst: otherwise the next admit or sweep would apply the new rate to the time
+   * before the reload, and a bucket touched in the same millisecond would keep the old burst.
+   * O(entries), once per reload.
+   */
   setRate(ratePerSec: number, burst: number): void {
+    const t = this.now();
+    for (const c of this.clients.values()) {
+      this.refill(c, t);
+      c.milliTokens = Math.min(c.milliTokens, burst * 1000);
+    }
     this.ratePerSec = ratePerSec;
     this.burst = burst;
   }
@@ -87,15 +117,14 @@ export class ClientTable {
     let c = this.clients.get(ip);
     if (c === undefined) {
       if (this.clients.size - this.holdingCount >= this.maxEntries) this.makeRoom(t);
-      c = { tokens: this.burst, at: t, held: 0 };
+      c = { milliTokens: this.burst * 1000, at: t, held: 0 };
       this.clients.set(ip, c);
-    } else if (t > c.at) {
-      c.tokens = Math.min(this.burst, c.tokens + ((t - c.at) * this.ratePerSec) / 1000);
-      c.at = t;
+    } else {
+      this.refill(c, t);
     }
     if (c.held >= maxHeld) return 'ip-limit';
-    if (c.tokens < 1) return 'rate-limited';
-    c.tokens -= 1;
+    if (c.milliTokens < 1000) return 'rate-limited';
+    c.milliTokens -= 1000;
     if (c.held++ === 0) this.holdingCount++;
     return undefined;
   }
@@ -110,20 +139,29 @@ export class ClientTable {
   /** Drops the entries that hold nothing and whose bucket has refilled; call now and then. */
   sweep(t = this.now()): void {
     for (const [ip, c] of this.clients) {
-      if (c.held === 0 && t - c.at >= ((this.burst - c.tokens) * 1000) / this.ratePerSec) this.clients.delete(ip);
+      if (c.held === 0 && c.milliTokens + (t - c.at) * this.ratePerSec >= this.burst * 1000) this.clients.delete(ip);
     }
+  }
+
+  /** Brings `c`'s bucket up to time `t` at the current rate. */
+  private refill(c: Client, t: number): void {
+    if (t <= c.at) return;
+    c.milliTokens = Math.min(this.burst * 1000, c.milliTokens + (t - c.at) * this.ratePerSec);
+    c.at = t;
   }
 
   private makeRoom(t: number): void {
     this.sweep(t);
-    if (this.clients.size - this.holdingCount < this.maxEntries) return;
-    // Still full: every entry that holds nothing is an address being rate limited. Forget the
-    // oldest tenth of those (a Map iterates in insertion order).
-    let drop = Math.max(1, Math.floor(this.maxEntries / 10));
+    // Leave room for a tenth of the bound, forgetting the oldest entries that hold nothing (a Map
+    // iterates in insertion order) if the sweep didn't: a sweep visits the whole table, and a
+    // flood that keeps it just full, its entries refilling as fast as new ones come, would
+    // otherwise free an entry or two per sweep and pay for one on nearly every new address.
+    let drop = this.clients.size - this.holdingCount - (this.maxEntries - Math.max(1, Math.floor(this.maxEntries / 10)));
     for (const [ip, c] of this.clients) {
+      if (drop <= 0) break;
       if (c.held > 0) continue;
       this.clients.delete(ip);
-      if (--drop === 0) break;
+      drop--;
     }
   }
 }
@@ -135,12 +173,13 @@ export class Admission {
   private ipv6Prefix: number;
   readonly clients: ClientTable;
 
-  constructor(settings: AdmissionSettings, now: () => number = Date.now) {
+  /** `maxIdleClients`: ClientTable's bound on entries that hold nothing (tests make it small). */
+  constructor(settings: AdmissionSettings, now: () => number = monotonicMs, maxIdleClients = MAX_IDLE_CLIENTS) {
     this.allow = new CidrList(settings.allow);
     this.deny = new CidrList(settings.deny);
     this.maxConnsPerIp = settings.maxConnsPerIp;
     this.ipv6Prefix = settings.ipv6Prefix;
-    this.clients = new ClientTable(settings.connRatePerSec, settings.connBurst, 100_000, now);
+    this.clients = new ClientTable(settings.connRatePerSec, settings.connBurst, maxIdleClients, now);
   }
 
   /** New lists and limits (a reload); counts and buckets carry over. */

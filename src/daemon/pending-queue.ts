@@ -16,17 +16,33 @@ export class PendingQueue<T> {
     private maxLength: number,
     private timeoutMs: number,
     private readonly onExpire: (item: T) => void,
-    private readonly now: () => number = Date.now,
+    // Monotonic, like the timer: with Date.now() a wall clock stepped back by an hour would keep
+    // every waiting connection an hour past its deadline.
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   get length(): number {
     return this.items.length - this.head;
   }
 
-  /** New limits (a reload); entries already waiting keep their deadline. */
+  /**
+   * New limits (a reload). A shorter timeout shortens the waits under way too: nobody waits
+   * longer than the timeout in force, and deadlines stay in queue order, which the one timer
+   * relies on (had old entries kept a later deadline, new ones would wait behind it). Entries
+   * past a smaller maxLength stay; no new one comes in until the queue is below it.
+   */
   setLimits(maxLength: number, timeoutMs: number): void {
     this.maxLength = maxLength;
     this.timeoutMs = timeoutMs;
+    const latest = this.now() + timeoutMs;
+    // Deadlines ascend: only a tail can be later than `latest`.
+    for (let i = this.items.length - 1; i >= this.head && this.items[i]!.deadline > latest; i--) {
+      this.items[i] = { item: this.items[i]!.item, deadline: latest };
+    }
+    if (this.timer !== undefined) {
+      this.clearTimer();
+      this.armTimer();
+    }
   }
 
   /** Adds `item`; false (and nothing added) when the queue is full. */

@@ -209,3 +209,105 @@ test('admission: IPv6 clients share a limit with their --ipv6-prefix network; IP
   a.update({ ...settings, ipv6Prefix: 128 });
   assert.equal(a.clientKey('2001:db8:1:2::1'), '2001:db8:1:2::1');
 });
+
+test('client table: a reload neither pays for the time before it at the new rate nor keeps the old burst', () => {
+  // Found by test/properties/admission.test.ts: the sweep priced the time before the reload at
+  // the new burst and forgot a bucket that was only half full, and a bucket touched in the
+  // same millisecond as the reload kept the old burst.
+  let now = 0;
+  const t = new ClientTable(1, 1, 1000, () => now);
+  assert.equal(t.admit('a', 10), undefined);
+  t.release('a');
+  now = 2000; // 1/s: the bucket of one is full again after a second
+  t.setRate(1, 2);
+  t.sweep();
+  assert.equal(t.size, 1, 'one token of the new two: not yet the same as no entry');
+  assert.equal(t.admit('a', 10), undefined);
+  assert.equal(t.admit('a', 10), 'rate-limited', 'the larger burst is earned at the rate, not handed out by the reload');
+
+  const u = new ClientTable(1, 10, 1000, () => now);
+  assert.equal(u.admit('b', 10), undefined);
+  u.release('b');
+  u.setRate(1, 2);
+  assert.equal(u.admit('b', 10), undefined);
+  assert.equal(u.admit('b', 10), undefined);
+  assert.equal(u.admit('b', 10), 'rate-limited', 'a smaller burst applies at once, in the same millisecond too');
+});
+
+test('client table: a client connecting at exactly its rate gets every token it earned', () => {
+  // Found by test/properties/admission.test.ts: at 5/s a client earns 0.08 tokens per 16 ms;
+  // summed in floating point, the token it had earned by 416 ms read 0.9999999999999 and it was
+  // refused. Buckets now count thousandths of a token, whole numbers with a whole-ms clock.
+  let now = 0;
+  const t = new ClientTable(5, 2, 1000, () => now);
+  const admittedAt: number[] = [];
+  for (let i = 0; i < 26; i++) {
+    now += 16;
+    if (t.admit('10.0.0.1', 1) === undefined) {
+      admittedAt.push(now);
+      t.release('10.0.0.1');
+    }
+  }
+  // The burst of two at once; then one token per 200 ms from the first connection at 16 ms.
+  assert.deepEqual(admittedAt, [16, 32, 224, 416]);
+});
+
+test('admission and the pending queue run on a monotonic clock: the wall clock stepping back changes nothing', (t) => {
+  // With Date.now() a step back of an hour (NTP, a resumed VM) stalled every bucket, and every
+  // waiting connection, for the hour.
+  let monotonic = 1000;
+  t.mock.method(performance, 'now', () => monotonic);
+  const wall = Date.now();
+  let wallNow = wall;
+  t.mock.method(Date, 'now', () => wallNow);
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+
+  const a = new Admission({ allow: [], deny: [], connRatePerSec: 1, connBurst: 1, maxConnsPerIp: 10, ipv6Prefix: 64 });
+  const expired: number[] = [];
+  const q = new PendingQueue<number>(10, 100, (n) => expired.push(n));
+  assert.equal(a.admit('10.0.0.1'), undefined);
+  assert.equal(a.admit('10.0.0.1'), 'rate-limited');
+  assert.ok(q.push(1));
+
+  wallNow = wall - 3_600_000;
+  monotonic += 1000;
+  t.mock.timers.tick(1000);
+  assert.equal(a.admit('10.0.0.1'), undefined, 'a second later the bucket has its token, whatever the wall clock says');
+  assert.deepEqual(expired, [1], 'the waiting connection left at its deadline');
+});
+
+test('pending queue: a reload that shortens the timeout shortens the waits under way', (t) => {
+  // Found by test/properties/pending-queue.test.ts: entries kept their deadline across a reload,
+  // and the one timer serves the head, so a connection that came after the reload waited behind
+  // an older one's later deadline: 50 ms and counting with a timeout of 1 ms.
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  let now = 0;
+  const expired: number[] = [];
+  const q = new PendingQueue<number>(0, 1, (n) => expired.push(n), () => now);
+  q.setLimits(1, 51);
+  assert.ok(q.push(0));
+  q.setLimits(2, 1);
+  assert.ok(q.push(1));
+  now += 1;
+  t.mock.timers.tick(1);
+  assert.deepEqual(expired, [0, 1], 'both leave within the new timeout, oldest first');
+  assert.equal(q.length, 0);
+});
+
+test('client table: a flood that keeps the table just full pays for a sweep once per tenth of the bound', (t) => {
+  // A sweep visits every entry. Entries refilling as fast as new addresses came freed one entry
+  // per sweep, so every new address swept the whole table: at 100,000 new addresses a second
+  // with --conn-rate 1 --conn-burst 1, about 45 µs per connection instead of 4.
+  let now = 0;
+  const table = new ClientTable(1, 1, 100, () => now);
+  for (let i = 0; i < 100; i++, now += 10) assert.equal(table.admit(`10.0.0.${i}`, 1), undefined);
+  for (let i = 0; i < 100; i++) table.release(`10.0.0.${i}`);
+  const sweep = t.mock.method(table, 'sweep');
+  // One new address every 10 ms: each time, the entry made 1000 ms earlier has just refilled.
+  for (let i = 0; i < 100; i++, now += 10) {
+    assert.equal(table.admit(`10.0.1.${i}`, 1), undefined);
+    table.release(`10.0.1.${i}`);
+  }
+  assert.ok(sweep.mock.callCount() <= 10, `${sweep.mock.callCount()} sweeps for 100 new addresses`);
+  assert.ok(table.size <= 100, `size ${table.size}`);
+});
