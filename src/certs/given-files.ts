@@ -1,11 +1,13 @@
 // Certificates the operator gives as PEM files (--cert, --key, --chain): read, parsed and checked
-// (key matches, not expired) before serving, each failure a CertError that names the flag and
+// (key matches, valid now, fit to serve, loadable by OpenSSL) before serving, each failure a CertError that names the flag and
 // the file and says what to do.
 
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { CertError, systemErrorCode } from '../errors';
-import { describeX509, notAfterOf, splitPemCertificates } from './inspect';
+import { describeX509, notAfterOf, notBeforeOf, parseCertificate, splitPemCertificates } from './inspect';
+import { serverPurposeProblem } from './server-purpose';
 import { exportKey, type TlsMaterial } from './tls-material';
 
 /** Loads user-given PEM files; CertError saying what is wrong and what to do when they can't be served. */
@@ -27,18 +29,44 @@ export function loadGivenCertificates(
       `--cert ${files.certFile}: expired on ${notAfter.toISOString()} (renew it, or leave --cert out to generate one in --cert-dir)`,
     );
   }
+  // Clients would refuse it as "not yet valid" until then, as they refuse an expired one.
+  const notBefore = notBeforeOf(leaf);
+  if (notBefore.getTime() > now.getTime()) {
+    throw new CertError(
+      `--cert ${files.certFile}: not valid until ${notBefore.toISOString()} (check this machine's clock, or give a certificate valid now)`,
+    );
+  }
+  const unfit = purposeProblem(leaf);
+  if (unfit !== undefined) throw new CertError(`--cert ${files.certFile}: ${unfit}`);
 
   // A --cert file may carry its intermediates itself; they go before those from --chain.
   const intermediates = [...certs.slice(1), ...chain];
   const first = intermediates[0];
+  const pem = { key: exportKey(key), cert: [leaf, ...intermediates].map((c) => c.toString()).join('') };
+  // OpenSSL has the last word on what it can serve (a 1024-bit RSA key is "ee key too small" at
+  // its default security level): refused here rather than in every worker.
+  try {
+    createSecureContext(pem);
+  } catch (err) {
+    throw new CertError(`--cert ${files.certFile}: OpenSSL can't serve it (${(err as Error).message}) (give a certificate with a stronger key)`, { cause: err });
+  }
   return {
-    key: exportKey(key),
-    cert: [leaf, ...intermediates].map((c) => c.toString()).join(''),
+    ...pem,
     ca: first?.toString(),
     leaf: describeX509(leaf),
     caInfo: first === undefined ? undefined : describeX509(first),
     source: 'given',
   };
+}
+
+/** serverPurposeProblem, with extensions der.ts cannot read as a problem of their own. */
+function purposeProblem(leaf: X509Certificate): string | undefined {
+  try {
+    return serverPurposeProblem(leaf);
+  } catch (err) {
+    if (!(err instanceof CertError)) throw err;
+    return `its extensions can't be read (${err.message}) (give a DER-encoded X.509 server certificate)`;
+  }
 }
 
 type GivenFlag = '--cert' | '--key' | '--chain';
@@ -69,7 +97,7 @@ function parseCertificates(flag: GivenFlag, path: string, text: string): X509Cer
   }
   return blocks.map((block, i) => {
     try {
-      return new X509Certificate(block);
+      return parseCertificate(block);
     } catch (err) {
       throw new CertError(`${flag} ${path}: certificate ${i + 1} is not valid (${(err as Error).message})`, { cause: err });
     }

@@ -36,6 +36,16 @@ export function describeCertificate(pem: string): CertInfo {
   }
 }
 
+/**
+ * A certificate from one PEM block, its public key read too: X509Certificate accepts a certificate
+ * whose key OpenSSL can't decode and throws only when the key is first read, far from the file.
+ */
+export function parseCertificate(pem: string): X509Certificate {
+  const cert = new X509Certificate(pem);
+  if (cert.publicKey.type !== 'public') throw new Error(`its key is a ${cert.publicKey.type} key, not a public key`);
+  return cert;
+}
+
 /** CertInfo of a parsed certificate. */
 export function describeX509(cert: X509Certificate): CertInfo {
   return {
@@ -67,7 +77,7 @@ export function distinguishedNameText(dn: string): string {
 }
 
 /** Leaf SANs as names: DNS names as they are, IPs canonical, anything else as `kind:value`. */
-function parseSubjectAltName(text: string | undefined): string[] {
+function parseSubjectAltName(text: string | null | undefined): string[] {
   return subjectAltNameEntries(text).map(({ kind, value }) => {
     if (kind === 'DNS') return value;
     if (kind === 'IP Address' && isIP(value) !== 0) return canonicalIp(value);
@@ -80,8 +90,9 @@ function parseSubjectAltName(text: string | undefined): string[] {
  * X509Certificate and a peer certificate) into entries. A value holding a comma or a quote
  * comes JSON-quoted (`DNS:"a,b"`), so a plain split on commas would cut it in two.
  */
-export function subjectAltNameEntries(text: string | undefined): Array<{ kind: string; value: string }> {
-  if (text === undefined) return [];
+export function subjectAltNameEntries(text: string | null | undefined): Array<{ kind: string; value: string }> {
+  // Node gives null, not undefined, for an extension it can't decode (a damaged DER length).
+  if (text === undefined || text === null) return [];
   const entries = text.match(/(?:[^,"]|"(?:[^"\\]|\\.)*")+/g) ?? [];
   return entries.flatMap((entry) => {
     const e = entry.trim();

@@ -82,7 +82,11 @@ export interface Config {
   readonly configFile: string | undefined;
 }
 
-type Raw = string | number | boolean | readonly unknown[] | undefined;
+/**
+ * A value as a source gives it: a string (flag or env), true (a bare flag), a list of strings (a
+ * repeated flag), or any JSON value at all from the config file: objects, nesting of any depth.
+ */
+type Raw = unknown;
 
 interface OptionSpec {
   /** Config field it fills. */
@@ -103,10 +107,45 @@ interface OptionSpec {
 
 class Problem extends Error {}
 
+/** Most characters of an operator's value quoted back in a message. */
+const MAX_SHOWN_CHARS = 60;
+
+/**
+ * An operator's value as JSON text for a message, cut to MAX_SHOWN_CHARS. Never throws: it calls
+ * no toString (a file may hold {"toString": 1}) and stops descending once the text is long
+ * enough (a file may nest 20,000 arrays deep, which JSON.stringify would overflow the stack on).
+ */
+function shown(value: unknown): string {
+  const text = render(value, MAX_SHOWN_CHARS + 1);
+  return text.length > MAX_SHOWN_CHARS ? `${text.slice(0, MAX_SHOWN_CHARS)}...` : text;
+}
+
+/** A name (of an env var) as it is, cut to MAX_SHOWN_CHARS. */
+function clipped(text: string): string {
+  return text.length > MAX_SHOWN_CHARS ? `${text.slice(0, MAX_SHOWN_CHARS)}...` : text;
+}
+
+/** JSON-like text of `value`, stopping once `budget` characters are written: depth and width cost at most that. */
+function render(value: unknown, budget: number): string {
+  if (typeof value === 'string') return JSON.stringify(value.slice(0, Math.max(0, budget)));
+  // Numbers as String prints them: JSON.stringify would turn Infinity (1e309 in a file) into null.
+  if (typeof value !== 'object' || value === null) return String(value);
+  const items = Array.isArray(value) ? (value as unknown[]) : undefined;
+  const keys = items === undefined ? Object.keys(value) : undefined;
+  const count = items?.length ?? keys!.length;
+  let out = items ? '[' : '{';
+  for (let i = 0; i < count && out.length < budget; i++) {
+    if (i > 0) out += ',';
+    if (keys !== undefined) out += `${JSON.stringify(keys[i]!.slice(0, budget))}:`;
+    out += render(items ? items[i] : (value as Record<string, unknown>)[keys![i]!], budget - out.length);
+  }
+  return out.length < budget ? out + (items ? ']' : '}') : out;
+}
+
 function intParser(min: number, max = Number.MAX_SAFE_INTEGER, unit = '') {
   return (raw: Raw): number => {
     const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
-    if (!/^\d+$/.test(text)) throw new Problem(`must be a whole number${unit}, got ${JSON.stringify(raw)}`);
+    if (!/^\d+$/.test(text)) throw new Problem(`must be a whole number${unit}, got ${shown(raw)}`);
     const n = Number(text);
     if (n < min || n > max) throw new Problem(`must be between ${min} and ${max}${unit}, got ${n}`);
     return n;
@@ -115,9 +154,10 @@ function intParser(min: number, max = Number.MAX_SAFE_INTEGER, unit = '') {
 
 function enumParser<T extends string>(values: readonly T[]) {
   return (raw: Raw): T => {
-    const text = String(raw);
-    if (!(values as readonly string[]).includes(text)) {
-      throw new Problem(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+    // Numbers too: a file may say "minTls": 1.3. Anything else is refused without being converted.
+    const text = typeof raw === 'string' ? raw.trim() : typeof raw === 'number' ? String(raw) : undefined;
+    if (text === undefined || !(values as readonly string[]).includes(text)) {
+      throw new Problem(`must be one of ${values.join(', ')}, got ${shown(raw)}`);
     }
     return text as T;
   };
@@ -129,7 +169,7 @@ function booleanParser(raw: Raw): boolean {
   const text = typeof raw === 'string' ? raw.trim().toLowerCase() : typeof raw === 'number' ? String(raw) : '';
   if (text === 'true' || text === '1') return true;
   if (text === 'false' || text === '0') return false;
-  throw new Problem(`must be true or false (or 1 or 0), got ${JSON.stringify(raw)}`);
+  throw new Problem(`must be true or false (or 1 or 0), got ${shown(raw)}`);
 }
 
 const REDIS_SCHEMES = ['redis:', 'rediss:', 'unix:'];
@@ -152,14 +192,14 @@ function redisUrlParser(raw: Raw): string {
 }
 
 function stringParser(raw: Raw): string {
-  if (typeof raw !== 'string' || raw.length === 0) throw new Problem(`must be a non-empty string, got ${JSON.stringify(raw)}`);
+  if (typeof raw !== 'string' || raw.length === 0) throw new Problem(`must be a non-empty string, got ${shown(raw)}`);
   return raw;
 }
 
 /** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). */
 export function parseHostPort(text: string): HostPort {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
-  if (!m) throw new Problem(`must be host:port (e.g. 127.0.0.1:4433 or [::1]:4433), got ${JSON.stringify(text)}`);
+  if (!m) throw new Problem(`must be host:port (e.g. 127.0.0.1:4433 or [::1]:4433), got ${shown(text)}`);
   const host = m[1] ?? (m[2] || '0.0.0.0');
   const port = Number(m[3]);
   if (port > 65535) throw new Problem(`port must be 0-65535, got ${port}`);
@@ -168,7 +208,7 @@ export function parseHostPort(text: string): HostPort {
 }
 
 function hostPortParser(raw: Raw): HostPort {
-  if (typeof raw !== 'string') throw new Problem(`must be a host:port string, got ${JSON.stringify(raw)}`);
+  if (typeof raw !== 'string') throw new Problem(`must be a host:port string, got ${shown(raw)}`);
   return parseHostPort(raw);
 }
 
@@ -177,7 +217,7 @@ function listOf<T>(item: (raw: string) => T) {
     const items: unknown[] = Array.isArray(raw) ? [...raw] : typeof raw === 'string' ? raw.split(',') : [raw];
     const out: T[] = [];
     for (const it of items) {
-      if (typeof it !== 'string') throw new Problem(`must be a list of strings, got ${JSON.stringify(it)}`);
+      if (typeof it !== 'string') throw new Problem(`must be a list of strings, got ${shown(it)}`);
       const trimmed = it.trim();
       if (trimmed !== '') out.push(item(trimmed));
     }
@@ -187,13 +227,17 @@ function listOf<T>(item: (raw: string) => T) {
 
 function cidrItem(text: string): Cidr {
   const c = parseCidr(text);
-  if (!c) throw new Problem(`${JSON.stringify(text)} is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, ::1/128)`);
+  if (!c) throw new Problem(`${shown(text)} is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, ::1/128)`);
   return c;
 }
+
+const MAX_DNS_NAME_CHARS = 253;
 
 /** --scenario-domain: a DNS name short enough for every scenario's server name (scenarios/catalogue.ts says why not). */
 function domainParser(raw: Raw): string {
   const text = typeof raw === 'string' ? raw.trim() : '';
+  // Checked first so that the message below, not one quoting megabytes, is the one given.
+  if (text.length > MAX_DNS_NAME_CHARS) throw new Problem(`${shown(text)} is too long: a DNS name has at most ${MAX_DNS_NAME_CHARS} characters`);
   const problem = scenarioDomainProblem(text);
   if (problem !== undefined) throw new Problem(problem);
   return text.toLowerCase();
@@ -201,7 +245,7 @@ function domainParser(raw: Raw): string {
 
 function sanItem(text: string): string {
   if (isIP(text) || /^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$/.test(text)) return text;
-  throw new Problem(`${JSON.stringify(text)} is neither a DNS name nor an IP address`);
+  throw new Problem(`${shown(text)} is neither a DNS name nor an IP address`);
 }
 
 /**
@@ -214,11 +258,17 @@ export function autoWorkers(cpus = availableParallelism()): number {
 }
 
 function workersParser(raw: Raw): number {
-  if (raw === 'auto') return autoWorkers();
+  if (typeof raw === 'string' && raw.trim() === 'auto') return autoWorkers();
   return intParser(0, 256)(raw);
 }
 
 const MS = ' (ms)';
+
+/**
+ * The longest period (s) a Node timer can wait: setInterval takes a signed 32-bit count of ms
+ * and runs a longer one every 1 ms instead (with only a warning).
+ */
+const MAX_TIMER_SEC = Math.floor(2_147_483_647 / 1000);
 
 /** Every `serve` option: flag, env var and JSON key are derived from `flag`. Order is --help order. */
 export const OPTIONS: readonly OptionSpec[] = [
@@ -250,7 +300,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { field: 'maxSessionBytes', flag: 'max-session-bytes', arg: '<bytes>', description: 'bytes a session may echo before it is closed (0 = unlimited)', defaultText: '0', default: 0, parse: intParser(0) },
   { field: 'allow', flag: 'allow', arg: '<cidr>', description: 'only admit these source addresses (repeatable; default: all)', defaultText: 'all', default: [], repeatable: true, parse: listOf(cidrItem) },
   { field: 'deny', flag: 'deny', arg: '<cidr>', description: 'refuse these source addresses (repeatable; wins over --allow)', defaultText: 'none', default: [], repeatable: true, parse: listOf(cidrItem) },
-  { field: 'ticketRotationSec', flag: 'ticket-rotation', arg: '<s>', description: 'TLS session ticket key rotation period (s)', defaultText: '3600', default: 3600, parse: intParser(1, 30 * 86400, ' (s)') },
+  { field: 'ticketRotationSec', flag: 'ticket-rotation', arg: '<s>', description: 'TLS session ticket key rotation period (s)', defaultText: '3600', default: 3600, parse: intParser(1, MAX_TIMER_SEC, ' (s)') },
   { field: 'drainTimeoutMs', flag: 'drain-timeout', arg: '<ms>', description: 'on shutdown, time sessions get to finish before they are closed (ms)', defaultText: '10000', default: 10000, parse: intParser(0, 3_600_000, MS) },
   { field: 'admin', flag: 'admin', arg: '<host:port>', description: 'admin HTTP listener for /metrics, /healthz, /readyz (off by default; keep it on loopback)', defaultText: 'off', default: undefined, parse: hostPortParser },
   { field: 'renewCheckSec', flag: 'renew-check', arg: '<s>', description: 'how often a self-generated leaf is checked for renewal (s)', defaultText: '3600', default: 3600, parse: intParser(1, 86400, ' (s)') },
@@ -301,23 +351,23 @@ export function loadConfig(sources: ConfigSources): Config {
         file = parsed as Record<string, unknown>;
       }
     } catch (err) {
-      const why = err instanceof SyntaxError ? `not valid JSON (${err.message})` : (err as Error).message;
-      problems.push(`--config ${configFile}: ${why} (give a readable JSON file, or leave --config out)`);
+      problems.push(`--config ${configFile}: ${configFileProblem(err)} (give a readable JSON file, or leave --config out)`);
     }
   }
 
   const known = new Set(OPTIONS.map((o) => jsonKey(o.flag)));
   for (const key of Object.keys(file)) {
-    if (!known.has(key)) problems.push(`--config ${configFile}: unknown key ${JSON.stringify(key)}${suggest(key, [...known])}`);
+    if (!known.has(key)) problems.push(`--config ${configFile}: unknown key ${shown(key)}${suggest(key, [...known])}`);
   }
   const knownEnv = new Set(OPTIONS.map((o) => envName(o.flag)));
   for (const name of Object.keys(sources.env)) {
     if (name.startsWith(ENV_PREFIX) && !knownEnv.has(name) && !ENV_NOT_OPTIONS.has(name)) {
-      problems.push(`env ${name}: unknown option${suggest(name, [...knownEnv])}`);
+      problems.push(`env ${clipped(name)}: unknown option${suggest(name, [...knownEnv])}`);
     }
   }
 
   const redisPassword = sources.env[envName('redis-password')];
+  const refused = new Set<keyof Config>();
   const out: Record<string, unknown> = { configFile, redisPassword: redisPassword === '' ? undefined : redisPassword };
   for (const opt of OPTIONS) {
     const key = jsonKey(opt.flag);
@@ -342,35 +392,46 @@ export function loadConfig(sources: ConfigSources): Config {
     } catch (err) {
       if (!(err instanceof Problem)) throw err;
       problems.push(`${where}: ${err.message}`);
+      refused.add(opt.field);
     }
   }
 
-  crossCheck(out as unknown as Config, problems);
+  crossCheck(out as unknown as Config, problems, refused);
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(out) as unknown as Config;
 }
 
-function crossCheck(c: Config, problems: string[]): void {
-  // Both parse failures leave the field undefined: judged only when both were read.
-  if (c.proxyProtocol === true && c.trustedProxy?.length === 0) {
+/** What went wrong reading or parsing the --config file, in words. */
+function configFileProblem(err: unknown): string {
+  if (err instanceof SyntaxError) return `not valid JSON (${err.message})`;
+  // A JSON parser that recurses (V8's did) overflows the stack on nesting thousands deep.
+  if (err instanceof RangeError) return `nested too deeply to read (${err.message})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+function crossCheck(c: Config, problems: string[], refused: ReadonlySet<keyof Config>): void {
+  // A refused value is a problem already and left the field undefined: a rule reading it is not
+  // judged (it would dereference undefined, or blame "--client-auth undefined").
+  const read = (...fields: (keyof Config)[]): boolean => fields.every((f) => !refused.has(f));
+  if (read('proxyProtocol', 'trustedProxy') && c.proxyProtocol && c.trustedProxy.length === 0) {
     problems.push('--proxy-protocol needs --trusted-proxy: give the CIDRs of the load balancers that send the PROXY header (anyone else is refused)');
   }
-  if (c.proxyProtocol === false && c.trustedProxy !== undefined && c.trustedProxy.length > 0) {
+  if (read('proxyProtocol', 'trustedProxy') && !c.proxyProtocol && c.trustedProxy.length > 0) {
     problems.push('--trusted-proxy is only used with --proxy-protocol: add --proxy-protocol, or leave --trusted-proxy out');
   }
-  if (c.redisRequired && c.redis === undefined) {
+  if (read('redisRequired', 'redis') && c.redisRequired && c.redis === undefined) {
     problems.push('--redis-required needs --redis: give the Redis URL the shared limits use, or leave --redis-required out');
   }
-  if (c.scenarios !== undefined && c.scenarios.port !== 0 && c.scenarios.port === c.listen.port && c.scenarios.host === c.listen.host) {
+  if (read('scenarios', 'listen') && c.scenarios !== undefined && c.scenarios.port !== 0 && c.scenarios.port === c.listen.port && c.scenarios.host === c.listen.host) {
     problems.push(`--scenarios ${formatHostPort(c.scenarios.host, c.scenarios.port)} is the --listen address: give the scenario listener a port of its own`);
   }
-  if ((c.certFile === undefined) !== (c.keyFile === undefined)) {
+  if (read('certFile', 'keyFile') && (c.certFile === undefined) !== (c.keyFile === undefined)) {
     problems.push('--cert and --key go together: give both to serve your own certificate, or neither to generate one in --cert-dir');
   }
-  if (c.chainFile !== undefined && c.certFile === undefined) {
+  if (read('chainFile', 'certFile') && c.chainFile !== undefined && c.certFile === undefined) {
     problems.push('--chain needs --cert and --key (it holds the intermediates sent after your certificate)');
   }
-  if (c.clientAuth !== 'off' && c.certFile !== undefined && c.clientCaFile === undefined) {
+  if (read('clientAuth', 'certFile', 'clientCaFile') && c.clientAuth !== 'off' && c.certFile !== undefined && c.clientCaFile === undefined) {
     problems.push(
       `--client-auth ${c.clientAuth} with --cert needs --client-ca: give the CA certificates that issue your clients' certificates (without --cert, the local CA in --cert-dir is used)`,
     );
@@ -381,6 +442,8 @@ function suggest(name: string, candidates: readonly string[]): string {
   let best: string | undefined;
   let bestDistance = 3;
   for (const c of candidates) {
+    // Lengths 3 apart are at least 3 edits apart: skipped, so a megabyte key costs nothing here.
+    if (Math.abs(c.length - name.length) >= bestDistance) continue;
     const d = editDistance(name.toLowerCase(), c.toLowerCase());
     if (d < bestDistance) {
       best = c;

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { ClientAuthMode, Config } from '../config/config';
 import { CertError, systemErrorCode } from '../errors';
-import { splitPemCertificates } from '../certs/inspect';
+import { parseCertificate, splitPemCertificates } from '../certs/inspect';
 import type { TlsMaterial } from '../certs/tls-material';
 import { crlIssuedBy, parseCrls, type CrlInfo } from './crl';
 import { resignClientCrlInChild } from './crl-process';
@@ -107,7 +107,7 @@ function parseCaCertificates(flag: string, path: string, text: string): X509Cert
   }
   return blocks.map((block, i) => {
     try {
-      return new X509Certificate(block);
+      return parseCertificate(block);
     } catch (err) {
       throw new CertError(`${flag} ${path}: certificate ${i + 1} is not valid (${(err as Error).message})`, { cause: err });
     }
