@@ -3,7 +3,7 @@
 // problem listed, and frozen. A reload builds a new Config the same way and swaps it in only
 // if it is valid.
 
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { ConfigError } from '../errors';
@@ -344,7 +344,7 @@ export function loadConfig(sources: ConfigSources): Config {
   let file: Record<string, unknown> = {};
   if (configFile !== undefined) {
     try {
-      const parsed: unknown = JSON.parse(readFileSync(configFile, 'utf8'));
+      const parsed: unknown = JSON.parse(readConfigText(configFile));
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
         problems.push(`--config ${configFile}: must hold a JSON object of options`);
       } else {
@@ -399,6 +399,28 @@ export function loadConfig(sources: ConfigSources): Config {
   crossCheck(out as unknown as Config, problems, refused);
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(out) as unknown as Config;
+}
+
+/** A config file larger than this is refused rather than read: an options file is a few KiB. */
+export const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The --config file's text, read in bounded steps (a path such as /dev/zero or a FIFO would
+ * otherwise be read without end), with a leading UTF-8 byte order mark dropped, as editors on
+ * some systems write one and JSON.parse refuses it.
+ */
+function readConfigText(file: string): string {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(CONFIG_FILE_MAX_BYTES + 1);
+    let length = 0;
+    for (let n = -1; n !== 0 && length < buf.length; length += n) n = readSync(fd, buf, length, buf.length - length, null);
+    if (length > CONFIG_FILE_MAX_BYTES) throw new Error(`larger than ${CONFIG_FILE_MAX_BYTES} bytes`);
+    const text = buf.toString('utf8', 0, length);
+    return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** What went wrong reading or parsing the --config file, in words. */

@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { autoWorkers, envName, jsonKey, loadConfig, OPTIONS, type Config, type ConfigSources } from '../../src/config/config';
+import { autoWorkers, CONFIG_FILE_MAX_BYTES, envName, jsonKey, loadConfig, OPTIONS, type Config, type ConfigSources } from '../../src/config/config';
 import { ConfigError } from '../../src/errors';
 import { runCli, tempDir } from '../helpers/daemon';
 import { checkProperty } from './budget';
@@ -275,9 +275,9 @@ test('config: 20,000 nested arrays under a key, or as the whole file, are a Conf
   }
 });
 
-test('config: a megabyte value or key is quoted in part, and an unknown one costs no edit-distance search', (t) => {
+test('config: a 200 KB value or key is quoted in part, and an unknown one costs no edit-distance search', (t) => {
   const file = path.join(tempDir(t), 'config.json');
-  const huge = 'a'.repeat(1_000_000);
+  const huge = 'a'.repeat(200_000);
   writeFileSync(file, JSON.stringify({ [huge]: 1, listen: huge, scenarioDomain: huge, san: [huge] }));
   assert.throws(() => loadConfig({ flags: {}, env: {}, configFile: file }), (err: unknown) => {
     assert.ok(err instanceof ConfigError, String(err));
@@ -285,6 +285,20 @@ test('config: a megabyte value or key is quoted in part, and an unknown one cost
     for (const p of err.problems) assert.ok(p.length < 300, p.slice(0, 300));
     return true;
   });
+});
+
+test('config: a file past 1 MiB, or one that never ends (/dev/zero), is refused unread; a byte order mark is dropped', (t) => {
+  const file = path.join(tempDir(t), 'config.json');
+  writeFileSync(file, JSON.stringify({ san: ['a'.repeat(CONFIG_FILE_MAX_BYTES)] }));
+  for (const configFile of [file, '/dev/zero']) {
+    assert.throws(() => loadConfig({ flags: {}, env: {}, configFile }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.deepEqual(err.problems, [`--config ${configFile}: larger than ${CONFIG_FILE_MAX_BYTES} bytes (give a readable JSON file, or leave --config out)`]);
+      return true;
+    });
+  }
+  writeFileSync(file, '\ufeff{"workers": 3}');
+  assert.equal(loadConfig({ flags: {}, env: {}, configFile: file }).workers, 3);
 });
 
 test('config: a refused --listen beside --scenarios is one problem, not a TypeError; a refused --client-auth is not blamed as "undefined"', () => {
