@@ -155,6 +155,7 @@ export class Supervisor {
       sessionsActive: () => this.held.size,
       connectionsPending: () => this.pending.length,
       workersReady: () => this.pool?.readyCount ?? 0,
+      clientEntries: () => this.admission.clients,
       version: options.version,
     });
   }
