@@ -25,6 +25,8 @@ export interface RunReport {
   readonly control: ControlStats;
   readonly chaos: readonly ChaosEvent[];
   readonly fuzz: NetFuzzStats;
+  /** The load process's own event-loop delay over the run (ms). */
+  readonly loadLoopDelay: { readonly p99Ms: number; readonly maxMs: number };
   readonly samples: readonly Sample[];
   readonly finalMetrics: { readonly refused: Record<string, number>; readonly closed: Record<string, number>; readonly handshakeFailures: Record<string, number> };
   readonly checks: readonly CheckResult[];
@@ -75,6 +77,7 @@ export function renderSummary(r: RunReport): string {
     table(loadRows),
     '',
     `control client: ${r.control.roundTrips} round trips, ${r.control.mismatches} mismatches, ${r.control.reconnects} reconnects, ${r.control.stalls} stalls`,
+    `load process event-loop delay: p99 ${r.loadLoopDelay.p99Ms.toFixed(1)} ms, max ${r.loadLoopDelay.maxMs.toFixed(1)} ms (included in the control client's round trips)`,
     `net fuzz: ${r.fuzz.started} started, ${r.fuzz.ended} ended, ${r.fuzz.open} open, ${r.fuzz.overdue} overdue${fuzzCases ? ` (${fuzzCases})` : ''}`,
     `chaos: ${[...chaosCounts].map(([k, c]) => `${k} ${c.ok}/${c.n} ok`).join(', ') || 'none'}`,
     '',
