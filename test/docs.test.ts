@@ -85,7 +85,7 @@ test('docs/limits.md and docs/metrics.md: every refusal, handshake-failure and c
 });
 
 test('docs/metrics.md: every metric the daemon exports is listed (metric names are public API)', async () => {
-  const metrics = new Metrics({ sessionsActive: () => 0, connectionsPending: () => 0, workersReady: () => 0, version: 'test' });
+  const metrics = new Metrics({ sessionsActive: () => 0, connectionsPending: () => 0, workersReady: () => 0, clientEntries: () => ({ size: 0, holding: 0 }), version: 'test' });
   metrics.setCertificateNotAfter('leaf', new Date());
   const { body } = await metrics.render();
   const names = new Set([...body.matchAll(/^# TYPE (\w+)/gm)].map((m) => m[1]!));

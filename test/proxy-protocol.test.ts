@@ -12,6 +12,7 @@ import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { loadConfig } from '../src/config/config';
 import { rawOutcome, roundTrip, spawnDaemon, startDaemon, tempDir, until, type InProcessDaemon } from './helpers/daemon';
+import { CLOSE_REASONS, HANDSHAKE_FAILURE_REASONS, OTHER_REASON } from '../src/ops/metric-counts';
 import { sample } from './helpers/metrics';
 
 const SIGNATURE = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
@@ -255,5 +256,17 @@ for (const workers of ['0', '2']) {
     holder.destroy();
     const client = await waiter;
     assert.deepEqual(await roundTrip(client, Buffer.from('b')), Buffer.from('b'));
+    // The quitter was accepted, so it is counted as having ended: a handshake failure, as if it
+    // had reset in a worker's hands. Regression: it was counted nowhere, and the metrics identity
+    // (accepted = closed + handshake failures + active + pending + refused while pending) broke.
+    client.destroy();
+    await until(() => d.supervisor.counts.sessions === 0 && d.supervisor.counts.pending === 0, 5000, 'all ended');
+    const text = (await d.supervisor.metrics.render()).body;
+    const total = (name: string, reasons: readonly string[]): number => reasons.reduce((n, reason) => n + (sample(text, name, { reason }) ?? 0), 0);
+    const closed = total('tls_echod_sessions_closed_total', [...CLOSE_REASONS, OTHER_REASON]);
+    const failed = total('tls_echod_handshake_failures_total', [...HANDSHAKE_FAILURE_REASONS, OTHER_REASON]);
+    const refusedWaiting = total('tls_echod_connections_refused_total', ['pending-timeout', 'pool-full']);
+    assert.equal(sample(text, 'tls_echod_connections_accepted_total'), 3);
+    assert.equal(closed + failed + refusedWaiting, 3, `closed ${closed}, handshake failures ${failed}, refused while waiting ${refusedWaiting}`);
   });
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { test } from 'node:test';
+import net from 'node:net';
 import tls from 'node:tls';
 import { connect, roundTrip, spawnDaemon, startDaemon, tempDir, until } from './helpers/daemon';
 import { metricOf } from './helpers/metrics';
@@ -101,4 +102,29 @@ test('workers: a burst larger than the IPC in-flight bound waits in the queue an
   echoed.forEach((b, i) => assert.equal(b.toString(), `#${i}`));
   assert.equal(await metricOf(d.supervisor, 'tls_echod_connections_refused_total', { reason: 'pending-timeout' }), 0);
   assert.equal(d.supervisor.counts.sessions, 400);
+});
+
+test('workers: connections queued for a worker that dies before taking them are closed, not held', async (t) => {
+  // Regression: Node queues a handle sent over IPC until the worker acknowledges the one before,
+  // and drops the queue without a callback when the worker dies. The supervisor kept those
+  // sockets open: a descriptor leaked each, and their clients waited forever.
+  const d = await startDaemon(t, { workers: '1' });
+  const [worker] = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, 'utf8')
+    .trim()
+    .split(/\s+/)
+    .map(Number)
+    .filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('worker.js'));
+  assert.ok(worker !== undefined, 'the worker process');
+  // A stopped worker acknowledges nothing, so every connection after the first waits in Node's queue.
+  process.kill(worker, 'SIGSTOP');
+  const clients = Array.from({ length: 10 }, () => net.connect(d.port, d.host));
+  t.after(() => clients.forEach((c) => c.destroy()));
+  const closed = clients.map((c) => {
+    c.on('error', () => {});
+    return once(c, 'close');
+  });
+  await until(() => d.supervisor.counts.sessions === 10, 5000, 'ten connections handed to the worker');
+  process.kill(worker, 'SIGKILL');
+  await Promise.race([Promise.all(closed), new Promise((_, reject) => setTimeout(() => reject(new Error('a client was never closed')), 5000))]);
+  await until(() => d.supervisor.counts.sessions === 0, 5000, 'the slots released');
 });

@@ -155,6 +155,7 @@ export class Supervisor {
       sessionsActive: () => this.held.size,
       connectionsPending: () => this.pending.length,
       workersReady: () => this.pool?.readyCount ?? 0,
+      clientEntries: () => this.admission.clients,
       version: options.version,
     });
   }
@@ -513,6 +514,8 @@ export class Supervisor {
       if (held.socket.destroyed) {
         this.admission.release(held.key);
         if (held.leased) this.shared?.release(held.key);
+        // Accepted, so counted as ended: a handshake failure, as a reset in a worker's hands is.
+        this.metrics.handshakeFailed('handshake-failed');
         continue;
       }
       this.dispatch(held.socket, held.ip, held.key, held.port, worker, held.leased, held.proxied);

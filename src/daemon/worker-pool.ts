@@ -116,6 +116,16 @@ class ProcessWorker implements Worker {
   readonly held = new Set<number>();
   ready = false;
   private inFlight = 0;
+  /**
+   * Each connection handed over (by id, until the worker reports it closed): its socket, and the
+   * handle that carries its descriptor. Node closes the supervisor's copy of a sent handle when
+   * the worker acknowledges it, and queues the next ones until then; if the worker dies first,
+   * Node (20) closes neither the one awaiting its acknowledgement nor the queued ones, and calls
+   * back for none. So at the worker's exit every one still here is closed, or its descriptor
+   * would stay open in the supervisor and its client wait forever. Closing one the worker did
+   * take closes nothing more: its copy was closed at the acknowledgement.
+   */
+  private readonly handedOver = new Map<number, { readonly socket: RawSocket; readonly handle: { close(): void } | null | undefined }>();
   private exited = false;
   private readonly exitPromise: Promise<void>;
 
@@ -133,10 +143,21 @@ class ProcessWorker implements Worker {
       child.once('exit', (code, signal) => {
         this.exited = true;
         this.ready = false;
+        for (const { socket, handle } of this.handedOver.values()) {
+          socket.destroy();
+          handle?.close();
+        }
+        this.handedOver.clear();
         onExit(this, code, signal);
         resolve();
       });
     });
+  }
+
+  /** The worker reported connection `id` closed: it is no longer the supervisor's to close. */
+  closed(id: number): boolean {
+    this.handedOver.delete(id);
+    return this.held.delete(id);
   }
 
   get load(): number {
@@ -153,6 +174,7 @@ class ProcessWorker implements Worker {
     this.held.add(meta.id);
     this.inFlight++;
     const message: ToWorker = meta.proxyAddress === undefined ? { t: 'conn', id: meta.id, ip: meta.ip, port: meta.port } : this.proxiedMessage(socket as net.Socket, meta, rest);
+    this.handedOver.set(meta.id, { socket, handle: (socket as unknown as { _handle?: { close(): void } | null })._handle });
     this.child.send(message, socket, (err) => {
       // Not delivered: the worker is going away; its exit releases this connection's slot.
       if (err) socket.destroy();
@@ -313,7 +335,7 @@ export class WorkerPool {
         this.events.onOpen(message.id, message.handshakeMs);
         return;
       case 'closed':
-        if (worker.held.delete(message.report.id)) this.events.onClosed(message.report);
+        if (worker.closed(message.report.id)) this.events.onClosed(message.report);
         return;
     }
   };

@@ -25,6 +25,8 @@ export interface MetricsOptions {
   readonly connectionsPending: () => number;
   /** Workers that are up and taking connections; read at scrape time. */
   readonly workersReady: () => number;
+  /** The per-client admission table: addresses tracked, and those holding connections; read at scrape time. */
+  readonly clientEntries: () => { readonly size: number; readonly holding: number };
   /** Daemon version, shown on tls_echod_build_info. */
   readonly version: string;
 }

@@ -12,7 +12,7 @@ export function buildRegistry(counts: MetricCounts, options: MetricsOptions): Re
   const registers = [registry];
   addProcessMetrics(registry);
 
-  const { sessionsActive, connectionsPending, workersReady } = options;
+  const { sessionsActive, connectionsPending, workersReady, clientEntries } = options;
   new Gauge({
     name: 'tls_echod_sessions_active',
     help: 'Connections holding a session slot now (in handshake or echoing), across all workers.',
@@ -35,6 +35,23 @@ export function buildRegistry(counts: MetricCounts, options: MetricsOptions): Re
     registers,
     collect() {
       this.set(workersReady());
+    },
+  });
+
+  new Gauge({
+    name: 'tls_echod_client_entries',
+    help: 'Client addresses in the admission table (holding connections, or with a rate bucket not yet refilled).',
+    registers,
+    collect() {
+      this.set(clientEntries().size);
+    },
+  });
+  new Gauge({
+    name: 'tls_echod_client_entries_holding',
+    help: 'Client addresses in the admission table that hold at least one connection.',
+    registers,
+    collect() {
+      this.set(clientEntries().holding);
     },
   });
 
@@ -202,4 +219,31 @@ function addProcessMetrics(registry: Registry): void {
   new Gauge({ name: 'nodejs_heap_size_total_bytes', help: 'Process heap size from Node.js in bytes.', registers, collect: heap('heapTotal') });
   new Gauge({ name: 'nodejs_heap_size_used_bytes', help: 'Process heap size used from Node.js in bytes.', registers, collect: heap('heapUsed') });
   new Gauge({ name: 'nodejs_external_memory_bytes', help: 'Node.js external memory size in bytes.', registers, collect: heap('external') });
+  // process.getActiveResourcesInfo() lists one type name per resource keeping the loop alive
+  // (a timer is 'Timeout'): counted here at scrape time, as prom-client's default collector does.
+  new Gauge({
+    name: 'nodejs_active_resources',
+    help: 'Number of active resources that are currently keeping the event loop alive, grouped by async resource type.',
+    labelNames: ['type'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [type, n] of countBy(process.getActiveResourcesInfo())) this.set({ type }, n);
+    },
+  });
+  new Gauge({
+    name: 'nodejs_active_resources_total',
+    help: 'Total number of active resources.',
+    registers,
+    collect() {
+      this.set(process.getActiveResourcesInfo().length);
+    },
+  });
+}
+
+/** How many times each string occurs in `items`. */
+function countBy(items: readonly string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(item, (counts.get(item) ?? 0) + 1);
+  return counts;
 }

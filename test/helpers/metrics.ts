@@ -18,6 +18,7 @@ export function newMetrics(overrides: Partial<MetricsOptions> = {}): { metrics: 
     sessionsActive: () => gauges.sessionsActive,
     connectionsPending: () => gauges.connectionsPending,
     workersReady: () => gauges.workersReady,
+    clientEntries: () => ({ size: 0, holding: 0 }),
     version: '1.2.3-test',
     ...overrides,
   });

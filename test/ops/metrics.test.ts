@@ -77,6 +77,8 @@ test('first-scrape: every known series exists at zero and the text parses', asyn
     tls_echod_sessions_active: 'gauge',
     tls_echod_connections_pending: 'gauge',
     tls_echod_workers_ready: 'gauge',
+    tls_echod_client_entries: 'gauge',
+    tls_echod_client_entries_holding: 'gauge',
     tls_echod_connections_accepted_total: 'counter',
     tls_echod_connections_refused_total: 'counter',
     tls_echod_handshake_failures_total: 'counter',
@@ -229,6 +231,32 @@ test('gauges: read from the callbacks at each scrape', async () => {
   const { body } = await metrics.render();
   assert.match(body, /^tls_echod_connections_pending NaN$/m);
   assert.ok(Number.isNaN(valueOf(parseExposition(body), 'tls_echod_connections_pending')));
+});
+
+test('client-entries: the admission table size and holding count, read at each scrape', async () => {
+  const table = { size: 0, holding: 0 };
+  const { metrics } = newMetrics({ clientEntries: () => table });
+  let m = await scrape(metrics);
+  assert.equal(valueOf(m, 'tls_echod_client_entries'), 0);
+  assert.equal(valueOf(m, 'tls_echod_client_entries_holding'), 0);
+  table.size = 7;
+  table.holding = 2;
+  m = await scrape(metrics);
+  assert.equal(valueOf(m, 'tls_echod_client_entries'), 7);
+  assert.equal(valueOf(m, 'tls_echod_client_entries_holding'), 2);
+});
+
+test('active-resources: by type and in total, from process.getActiveResourcesInfo()', async () => {
+  const { metrics } = newMetrics();
+  const timer = setTimeout(() => undefined, 60_000);
+  try {
+    const m = await scrape(metrics);
+    const total = valueOf(m, 'nodejs_active_resources_total');
+    assert.ok(total !== undefined && total >= 1, `total ${total}`);
+    assert.ok((valueOf(m, 'nodejs_active_resources', { type: 'Timeout' }) ?? 0) >= 1, 'the timer shows as a Timeout');
+  } finally {
+    clearTimeout(timer);
+  }
 });
 
 test('registry: two instances do not share series', async () => {
