@@ -1,5 +1,5 @@
 // Chaos every CHAOS_PERIOD_S, in turn: kill -9 a worker (the restart counter must rise and the
-// worker come back), SIGHUP with a rotated certificate (the ok-reload counter must rise and a
+// worker come back; always one other than the survivor, which lives all run to show leaks), SIGHUP with a rotated certificate (the ok-reload counter must rise and a
 // new connection see the new leaf), SIGHUP with a broken certificate file (the failed-reload
 // counter must rise and the old leaf keep serving; then the good files go back). Each event
 // is judged within CHAOS_CHECK_TIMEOUT_MS and recorded with its time, for the checks and the plot.
@@ -34,6 +34,8 @@ export class Chaos {
     private readonly daemon: DaemonUnderTest,
     private readonly prng: Prng,
     private readonly startedAt: number,
+    /** The worker never killed (see Sample.survivorRss). */
+    private readonly survivor: number,
   ) {}
 
   start(): void {
@@ -76,8 +78,11 @@ export class Chaos {
 
   private async killWorker(): Promise<{ ok: boolean; detail: string }> {
     const before = await this.daemon.scrape();
-    const pid = this.daemon.killWorker((pids) => this.prng.pick(pids));
-    if (pid === undefined) return { ok: false, detail: 'no worker process found' };
+    const pid = this.daemon.killWorker((pids) => {
+      const others = pids.filter((p) => p !== this.survivor);
+      return others.length === 0 ? undefined : this.prng.pick(others);
+    });
+    if (pid === undefined) return { ok: false, detail: 'no worker process but the survivor found' };
     const restarts = valueOf(before, 'tls_echod_worker_restarts_total');
     const back = await this.until(async () => {
       const m = await this.daemon.scrape();

@@ -149,10 +149,10 @@ export class DaemonUnderTest {
   }
 
   /** kill -9 one worker; its pid, or undefined when none was found. */
-  killWorker(pick: (pids: number[]) => number): number | undefined {
+  killWorker(pick: (pids: number[]) => number | undefined): number | undefined {
     const pids = this.workerPids();
-    if (pids.length === 0) return undefined;
-    const pid = pick(pids);
+    const pid = pids.length === 0 ? undefined : pick(pids);
+    if (pid === undefined) return undefined;
     process.kill(pid, 'SIGKILL');
     return pid;
   }

@@ -18,7 +18,7 @@ import { Prng } from './prng';
 import type { Sample } from './sample';
 import { Sampler } from './sampler';
 import {
-  CONTROL_MIN_RATE_PER_S, CONTROL_P99_BOUND_MS, FD_SLACK, LIFETIME_BOUND_MS, QUIESCE_TIMEOUT_MS, RESOURCES_SLACK, SUPERVISOR_RSS_GROWTH_BOUND,
+  CONTROL_MIN_RATE_PER_S, CONTROL_P99_BOUND_MS, FD_SLACK, LIFETIME_BOUND_MS, QUIESCE_TIMEOUT_MS, RESOURCES_SLACK, SUPERVISOR_RSS_GROWTH_BOUND, SURVIVOR_RSS_GROWTH_BOUND,
   WARMUP_MIN_S, WARMUP_SHARE, WORKER_RSS_GROWTH_BOUND, type Settings,
 } from './settings';
 import { renderSummary } from './summary';
@@ -45,7 +45,9 @@ export async function run(mode: RunMode, settings: Settings): Promise<number> {
   // The load's own event-loop delay: the control client's round trips include it.
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
-  const sampler = new Sampler(daemon, path.join(settings.outDir, 'samples.csv'), startedAt);
+  // One worker is never killed, so a leak in the worker's code has the whole run to show.
+  const survivor = Math.min(...daemon.workerPids());
+  const sampler = new Sampler(daemon, path.join(settings.outDir, 'samples.csv'), startedAt, survivor);
   await sleep(1000);
   const idle = (await sampler.record())!;
   log(`${mode}: daemon ${daemon.pid}, workers ${daemon.workerPids().join(' ')}; idle: ${idle.supervisorFds} + ${idle.workerFds} descriptors, ${idle.activeResources} active resources`);
@@ -55,7 +57,7 @@ export async function run(mode: RunMode, settings: Settings): Promise<number> {
   control.start();
   const loads = mode === 'soak' ? new LoadMix(daemon, new Prng(prng.int(0, 2 ** 31))) : undefined;
   loads?.start();
-  const chaos = mode === 'soak' ? new Chaos(daemon, new Prng(prng.int(0, 2 ** 31)), startedAt) : undefined;
+  const chaos = mode === 'soak' ? new Chaos(daemon, new Prng(prng.int(0, 2 ** 31)), startedAt, survivor) : undefined;
   chaos?.start();
   const fuzz = startNetFuzz(
     {
@@ -180,6 +182,7 @@ function judge(j: Judged): CheckResult[] {
     checkThat('workers exit only when killed', tally.workerExits === kills.length, `worker exited lines = kills (${kills.length})`, `${tally.workerExits}`),
     checkGrowth('supervisor RSS growth', loaded, (s) => s.supervisorRss, warmupS, SUPERVISOR_RSS_GROWTH_BOUND),
     checkGrowth('workers RSS growth', loaded, (s) => s.workerRss, warmupS, WORKER_RSS_GROWTH_BOUND),
+    checkGrowth('surviving worker RSS growth', loaded, (s) => s.survivorRss, warmupS, SURVIVOR_RSS_GROWTH_BOUND),
     ...checkBackToIdle(j.idle, j.final, FD_SLACK, RESOURCES_SLACK),
     checkIdentity(j.final),
     ...checkSessionLines({ lines: tally.sessionLines, duplicates: tally.duplicateSessionIds, closed: j.final.sessionsClosed, lost: tally.sessionsLost, killAllowance: killAllowance(j.samples, kills.map((k) => k.atS)) }),

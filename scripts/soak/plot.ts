@@ -38,6 +38,7 @@ const PANELS: readonly Panel[] = [
     series: [
       { label: 'supervisor', colour: '#1f77b4', read: (s) => s.supervisorRss / MIB },
       { label: 'workers (sum)', colour: '#ff7f0e', read: (s) => s.workerRss / MIB },
+      { label: 'surviving worker', colour: '#9467bd', read: (s) => s.survivorRss / MIB },
     ],
   },
   {

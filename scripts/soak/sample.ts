@@ -10,6 +10,12 @@ export interface Sample {
   readonly workerFds: number;
   /** Per worker, in pid order: [rss, fds]. */
   readonly workers: ReadonlyArray<readonly [number, number]>;
+  /**
+   * RSS of the surviving worker: the chaos kills the other one only, so this one lives all run
+   * and shows a leak in the worker's code, which the killed one's restarts would hide. 0 while
+   * it isn't there (it never goes unless the daemon does).
+   */
+  readonly survivorRss: number;
   readonly sessionsActive: number;
   readonly pending: number;
   readonly accepted: number;
@@ -27,7 +33,7 @@ export interface Sample {
 
 /** The columns of samples.csv, in order. */
 export const SAMPLE_COLUMNS: ReadonlyArray<Exclude<keyof Sample, 'workers'>> = [
-  'tS', 'supervisorRss', 'supervisorFds', 'workerRss', 'workerFds', 'sessionsActive', 'pending', 'accepted', 'refused',
+  'tS', 'supervisorRss', 'supervisorFds', 'workerRss', 'workerFds', 'survivorRss', 'sessionsActive', 'pending', 'accepted', 'refused',
   'refusedPendingTimeout', 'refusedPoolFull', 'sessionsClosed', 'handshakeFailures', 'heapUsed', 'clientEntries',
   'clientEntriesHolding', 'activeResources', 'activeTimers',
 ];

@@ -11,7 +11,7 @@ import { SAMPLE_COLUMNS, type Sample } from './sample';
 import { SAMPLE_PERIOD_S } from './settings';
 
 /** A sample now, with its time `tS`. */
-export async function takeSample(daemon: DaemonUnderTest, tS: number): Promise<Sample> {
+export async function takeSample(daemon: DaemonUnderTest, tS: number, survivor: number): Promise<Sample> {
   const m = await daemon.scrape();
   const workers = daemon.workerPids().sort((a, b) => a - b).map((pid) => [rssOf(pid) ?? 0, descriptorsOf(pid) ?? 0] as const);
   return {
@@ -21,11 +21,12 @@ export async function takeSample(daemon: DaemonUnderTest, tS: number): Promise<S
     workerRss: workers.reduce((n, w) => n + w[0], 0),
     workerFds: workers.reduce((n, w) => n + w[1], 0),
     workers,
+    survivorRss: rssOf(survivor) ?? 0,
     ...countsOf(m),
   };
 }
 
-function countsOf(m: Scrape): Omit<Sample, 'tS' | 'supervisorRss' | 'supervisorFds' | 'workerRss' | 'workerFds' | 'workers'> {
+function countsOf(m: Scrape): Omit<Sample, 'tS' | 'supervisorRss' | 'supervisorFds' | 'workerRss' | 'workerFds' | 'workers' | 'survivorRss'> {
   return {
     sessionsActive: valueOf(m, 'tls_echod_sessions_active'),
     pending: valueOf(m, 'tls_echod_connections_pending'),
@@ -52,6 +53,8 @@ export class Sampler {
     private readonly daemon: DaemonUnderTest,
     private readonly csvFile: string,
     private readonly startedAt: number,
+    /** The worker the chaos never kills (see Sample.survivorRss). */
+    private readonly survivor: number,
   ) {
     writeFileSync(csvFile, SAMPLE_COLUMNS.join(',') + ',workers\n');
   }
@@ -66,7 +69,7 @@ export class Sampler {
 
   /** Takes a sample now and records it (also used for the quiescence samples). */
   async record(): Promise<Sample | undefined> {
-    const sample = await takeSample(this.daemon, (performance.now() - this.startedAt) / 1000).catch(() => undefined);
+    const sample = await takeSample(this.daemon, (performance.now() - this.startedAt) / 1000, this.survivor).catch(() => undefined);
     if (sample === undefined) return undefined;
     this.samples.push(sample);
     appendFileSync(this.csvFile, SAMPLE_COLUMNS.map((c) => String(Math.round(sample[c] * 1000) / 1000)).join(',') + `,${sample.workers.map((w) => w.join(':')).join(' ')}\n`);

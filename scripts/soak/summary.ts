@@ -60,6 +60,7 @@ export function renderSummary(r: RunReport): string {
     ['series', 'min', 'median', 'max'],
     ['supervisor RSS (MiB)', ...range(r.samples, (s) => s.supervisorRss, MIB, 1)],
     ['workers RSS, sum (MiB)', ...range(r.samples, (s) => s.workerRss, MIB, 1)],
+    ['surviving worker RSS (MiB)', ...range(r.samples, (s) => s.survivorRss, MIB, 1)],
     ['supervisor heap used (MiB)', ...range(r.samples, (s) => s.heapUsed, MIB, 1)],
     ['supervisor descriptors', ...range(r.samples, (s) => s.supervisorFds)],
     ['worker descriptors, sum', ...range(r.samples, (s) => s.workerFds)],

@@ -16,7 +16,7 @@ const MIB = 1024 * 1024;
 
 function sample(over: Partial<Sample> = {}): Sample {
   return {
-    tS: 0, supervisorRss: 60 * MIB, supervisorFds: 25, workerRss: 120 * MIB, workerFds: 40, workers: [[60 * MIB, 20], [60 * MIB, 20]],
+    tS: 0, supervisorRss: 60 * MIB, supervisorFds: 25, workerRss: 120 * MIB, workerFds: 40, workers: [[60 * MIB, 20], [60 * MIB, 20]], survivorRss: 60 * MIB,
     sessionsActive: 0, pending: 0, accepted: 0, refused: 0, refusedPendingTimeout: 0, refusedPoolFull: 0, sessionsClosed: 0,
     handshakeFailures: 0, heapUsed: 10 * MIB, clientEntries: 0, clientEntriesHolding: 0, activeResources: 8, activeTimers: 0,
     ...over,
