@@ -11,7 +11,8 @@
 //
 // The pieces are in scripts/soak/: settings.ts (flags, timeouts, bounds), daemon.ts (the daemon
 // under test), loads.ts, chaos.ts, control.ts, sampler.ts, checks.ts (the pass criteria),
-// plot.ts and summary.ts, and harness.ts, which runs them.
+// plot.ts and summary.ts, and harness.ts, which runs them. What it checks and the latest
+// 30-minute run: docs/reliability.md.
 
 import { run } from './soak/harness';
 import { parseSettings } from './soak/settings';

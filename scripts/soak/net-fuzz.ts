@@ -16,7 +16,6 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { SCENARIOS } from '../../src/scenarios/catalogue';
 import {
-  Rng,
   connectionSeed,
   mutateHello,
   mutateProxyHeader,
@@ -26,6 +25,7 @@ import {
   validProxyHeader,
   type Endpoint,
 } from './net-fuzz-bytes';
+import { Prng } from './prng';
 
 export interface NetFuzzTarget {
   readonly host: string;
@@ -190,7 +190,7 @@ class NetFuzzEngine implements NetFuzzRun {
 
   private launch(hellos: Hellos): void {
     const id = this.nextId++;
-    const rng = new Rng(connectionSeed(this.options.seed, id));
+    const rng = new Prng(connectionSeed(this.options.seed, id));
     const caseName = rng.pick(CASE_NAMES);
     const probe = new Probe(this.target, caseName, `${caseName} seed=${this.options.seed} conn=${id}`);
     this.counts.started++;
@@ -203,8 +203,8 @@ class NetFuzzEngine implements NetFuzzRun {
       .finally(() => this.settle(probe));
   }
 
-  private client(rng: Rng): Endpoint {
-    return { address: rng.pick(this.sources), port: rng.between(1024, 65535) };
+  private client(rng: Prng): Endpoint {
+    return { address: rng.pick(this.sources), port: rng.int(1024, 65535) };
   }
 
   private settle(probe: Probe): void {
@@ -237,7 +237,7 @@ class NetFuzzEngine implements NetFuzzRun {
 }
 
 interface CaseContext {
-  readonly rng: Rng;
+  readonly rng: Prng;
   readonly probe: Probe;
   readonly target: NetFuzzTarget;
   readonly hellos: Hellos;
@@ -465,7 +465,7 @@ async function runCase(c: CaseContext): Promise<void> {
   const ending: Ending = c.rng.chance(0.5) ? 'silent' : c.rng.pick(['half-close', 'destroy'] as const);
   // Half of those that destroy themselves do it in the middle of what the case sends (not the
   // cases that wait for the daemon, whatever happens, by design).
-  if (ending === 'destroy' && !WAITING_CASES.has(c.probe.caseName) && c.rng.chance(0.5)) c.probe.destroyAfter(c.rng.int(2048));
+  if (ending === 'destroy' && !WAITING_CASES.has(c.probe.caseName) && c.rng.chance(0.5)) c.probe.destroyAfter(c.rng.below(2048));
   switch (c.probe.caseName) {
     case 'proxy-mutated':
       await proxyMutated(c);
@@ -503,7 +503,7 @@ async function finish(c: CaseContext, ending: Ending): Promise<void> {
   c.probe.dropTls();
   if (!c.probe.alive) return;
   if (ending === 'silent') return c.probe.awaitDaemonClose();
-  await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
+  await c.probe.pause(c.rng.below(MAX_PAUSE_MS));
   if (ending === 'half-close') return c.probe.halfClose();
   c.probe.destroy();
 }
@@ -545,7 +545,7 @@ async function recordsAfterHandshake(c: CaseContext): Promise<void> {
     // The daemon refuses renegotiation; the answer (an alert, a close) is what is checked.
     c.probe.note('renegotiates');
     secure.renegotiate({}, () => {});
-    await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
+    await c.probe.pause(c.rng.below(MAX_PAUSE_MS));
   }
   c.probe.dropTls();
   await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
@@ -557,13 +557,13 @@ async function truncatedRecords(c: CaseContext): Promise<void> {
     // The same during the handshake: a ClientHello record cut short.
     if (!(await connectTrusted(c))) return;
     const hello = mainHello(c);
-    c.probe.write(Buffer.concat([validProxyHeader(c.rng, c.client(), server(c)), hello.subarray(0, c.rng.between(1, hello.length - 1))]));
+    c.probe.write(Buffer.concat([validProxyHeader(c.rng, c.client(), server(c)), hello.subarray(0, c.rng.int(1, hello.length - 1))]));
     return;
   }
   if ((await realSession(c)) === undefined) return;
   c.probe.dropTls();
-  const length = c.rng.between(1, 16_384 + 256);
-  c.probe.write(tlsRecord(c.rng.pick([21, 22, 23]), 0x0303, c.rng.bytes(c.rng.int(Math.min(length, 4096))), length));
+  const length = c.rng.int(1, 16_384 + 256);
+  c.probe.write(tlsRecord(c.rng.pick([21, 22, 23]), 0x0303, c.rng.bytes(c.rng.below(Math.min(length, 4096))), length));
 }
 
 /**
@@ -597,8 +597,8 @@ async function scenarioSession(c: CaseContext): Promise<void> {
   c.probe.note(`session with ${name}`);
   const secure = await handshake(c, { servername: name, rejectUnauthorized: false, ...(c.rng.chance(0.3) ? (c.target.clientCert ?? {}) : {}) });
   if (secure === undefined) return;
-  secure.write(c.rng.bytes(c.rng.between(1, 4096)));
-  await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
+  secure.write(c.rng.bytes(c.rng.int(1, 4096)));
+  await c.probe.pause(c.rng.below(MAX_PAUSE_MS));
   if (c.rng.chance(0.5)) {
     c.probe.dropTls();
     await c.probe.writeAll(splitWrites(c.rng, randomRecords(c.rng)));
@@ -606,7 +606,7 @@ async function scenarioSession(c: CaseContext): Promise<void> {
 }
 
 /** `record` with the bytes of server name `name` replaced by as many others (random, or a name outside the domain). */
-function withGarbageName(rng: Rng, record: Buffer, name: string): Buffer {
+function withGarbageName(rng: Prng, record: Buffer, name: string): Buffer {
   const at = record.indexOf(name, 0, 'latin1');
   if (at === -1) return record;
   const out = Buffer.from(record);
@@ -629,7 +629,7 @@ async function untrusted(c: CaseContext): Promise<void> {
 async function randomBytes(c: CaseContext): Promise<void> {
   if (!(await connectTrusted(c))) return;
   const header = c.rng.chance(0.7) ? validProxyHeader(c.rng, c.client(), server(c)) : Buffer.alloc(0);
-  const body = c.rng.bytes(c.rng.chance(0.8) ? c.rng.int(1024) : c.rng.int(20_000));
+  const body = c.rng.bytes(c.rng.chance(0.8) ? c.rng.below(1024) : c.rng.below(20_000));
   await c.probe.writeAll(splitWrites(c.rng, Buffer.concat([header, body])));
 }
 
@@ -644,8 +644,8 @@ async function noRead(c: CaseContext): Promise<void> {
   // Not the raw socket: the TLS client would resume it to read. Paused, it stops asking, its
   // stream fills and the raw socket is paused in turn (passThrough).
   secure.pause();
-  secure.write(c.rng.bytes(c.rng.between(NO_READ_MIN_BYTES, NO_READ_MAX_BYTES)));
-  await c.probe.pause(c.rng.int(c.target.lifetimeBoundMs / 2));
+  secure.write(c.rng.bytes(c.rng.int(NO_READ_MIN_BYTES, NO_READ_MAX_BYTES)));
+  await c.probe.pause(c.rng.below(c.target.lifetimeBoundMs / 2));
   c.probe.dropTls();
 }
 
@@ -653,8 +653,8 @@ async function noRead(c: CaseContext): Promise<void> {
 async function halfClose(c: CaseContext): Promise<void> {
   if (!(await connectTrusted(c))) return;
   const hello = mainHello(c);
-  c.probe.write(Buffer.concat([validProxyHeader(c.rng, c.client(), server(c)), hello.subarray(0, c.rng.int(hello.length))]));
-  await c.probe.pause(c.rng.int(MAX_PAUSE_MS));
+  c.probe.write(Buffer.concat([validProxyHeader(c.rng, c.client(), server(c)), hello.subarray(0, c.rng.below(hello.length))]));
+  await c.probe.pause(c.rng.below(MAX_PAUSE_MS));
   await c.probe.halfClose();
 }
 
@@ -678,7 +678,7 @@ async function realSession(c: CaseContext): Promise<tls.TLSSocket | undefined> {
     ...(c.target.clientCert ?? {}),
   });
   if (secure === undefined) return failed('a valid session failed its handshake');
-  const payload = c.rng.bytes(c.rng.between(1, 2048));
+  const payload = c.rng.bytes(c.rng.int(1, 2048));
   const echo = readExactly(secure, payload.length);
   secure.write(payload);
   if (!(await c.probe.expect(echo))) return failed('a valid session closed before echoing');

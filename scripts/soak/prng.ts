@@ -1,5 +1,6 @@
-// A seeded PRNG (mulberry32): the soak's random choices come from --seed, so a run's load mix
-// and payloads are the same each time as far as the PRNG goes (timing on a shared machine isn't).
+// A seeded PRNG (mulberry32): the soak's and the network fuzzer's random choices come from
+// --seed, so a run's load mix, payloads and mutations are the same each time as far as the PRNG
+// goes (timing on a shared machine isn't).
 
 export class Prng {
   private state: number;
@@ -19,7 +20,17 @@ export class Prng {
 
   /** An integer in [min, max]. */
   int(min: number, max: number): number {
-    return min + Math.floor(this.next() * (max - min + 1));
+    return min + this.below(max - min + 1);
+  }
+
+  /** An integer in [0, n). */
+  below(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+
+  /** True with probability p. */
+  chance(p: number): boolean {
+    return this.next() < p;
   }
 
   pick<T>(items: readonly T[]): T {

@@ -357,12 +357,17 @@ test('client-hello property: hostile bytes never throw, reach past the bound, or
   );
 });
 
-test('client-hello property: Node\'s own tls.connect({ servername }) is read as that name, through readClientHello', { timeout: 60_000 }, async (t) => {
+/** A loopback listener whose sockets arrive paused, as the scenario listener's do; closed after the test. */
+async function pausedListener(t: TestContext): Promise<{ listener: net.Server; port: number }> {
   const listener = net.createServer({ pauseOnConnect: true });
   listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');
   t.after(() => listener.close());
-  const { port } = listener.address() as net.AddressInfo;
+  return { listener, port: (listener.address() as net.AddressInfo).port };
+}
+
+test('client-hello property: Node\'s own tls.connect({ servername }) is read as that name, through readClientHello', { timeout: 60_000 }, async (t) => {
+  const { listener, port } = await pausedListener(t);
 
   await checkProperty(
     fc.asyncProperty(dnsName.filter((n) => net.isIP(n) === 0), async (servername) => {
@@ -383,11 +388,7 @@ test('client-hello property: Node\'s own tls.connect({ servername }) is read as 
 });
 
 test('client-hello property: readClientHello on a socket, in arbitrary chunks, decides as the parser does on the whole', { timeout: 60_000 }, async (t) => {
-  const listener = net.createServer({ pauseOnConnect: true });
-  listener.listen(0, '127.0.0.1');
-  await once(listener, 'listening');
-  t.after(() => listener.close());
-  const { port } = listener.address() as net.AddressInfo;
+  const { listener, port } = await pausedListener(t);
 
   await checkProperty(
     fc.asyncProperty(helloSpec, fc.uint8Array({ maxLength: 200 }), fc.array(fc.integer({ min: 1, max: 300 }), { minLength: 1, maxLength: 6 }), async (spec, after, sizes) => {

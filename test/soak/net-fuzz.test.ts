@@ -11,7 +11,8 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { DEFAULT_SOURCES, startNetFuzz, type NetFuzzTarget } from '../../scripts/soak/net-fuzz';
-import { Rng, validProxyHeader } from '../../scripts/soak/net-fuzz-bytes';
+import { validProxyHeader } from '../../scripts/soak/net-fuzz-bytes';
+import { Prng } from '../../scripts/soak/prng';
 import { parseProxyHeader } from '../../src/proxy/proxy-header';
 import { roundTrip, spawnDaemon, tempDir, type CliDaemon } from '../helpers/daemon';
 import { sample } from '../helpers/metrics';
@@ -88,10 +89,10 @@ function errorLines(d: CliDaemon): string[] {
 }
 
 test('net-fuzz: the headers it sends as valid are valid to the daemon, and name the client it chose', () => {
-  const rng = new Rng(17);
+  const rng = new Prng(17);
   const server = { address: '127.0.0.1', port: 4433 };
   for (let i = 0; i < 500; i++) {
-    const client = { address: rng.pick(DEFAULT_SOURCES), port: rng.between(1024, 65535) };
+    const client = { address: rng.pick(DEFAULT_SOURCES), port: rng.int(1024, 65535) };
     const header = validProxyHeader(rng, client, server);
     const parsed = parseProxyHeader(header);
     assert.equal(parsed.kind, 'header', `${header.toString('hex')}: ${JSON.stringify(parsed)}`);
