@@ -5,6 +5,7 @@
 
 import { X509Certificate, createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { SocketAddress, isIP } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { CertError } from '../errors';
 
 export interface CertInfo {
@@ -74,6 +75,29 @@ export function notAfterOf(cert: X509Certificate): Date {
 /** An X509Certificate subject or issuer (one RDN a line) as one line: `C=DE, O=x, CN=y`. */
 export function distinguishedNameText(dn: string): string {
   return dn.split('\n').filter((rdn) => rdn !== '').join(', ');
+}
+
+/** A TLS peer's certificate as the logs name it. */
+export interface PeerCertificate {
+  /** As distinguishedNameText writes it: `CN=alice, O=example`. */
+  readonly subject: string;
+  readonly fingerprint256: string;
+}
+
+/**
+ * The certificate the peer of a TLS socket sent, or undefined when it sent none (or the socket
+ * is gone). Read through the legacy getPeerCertificate(), never getPeerX509Certificate(): on a
+ * server socket whose client sent a chain (leaf and CA, as a client with the CA in its context
+ * does), Node 20.20.2's getPeerX509Certificate() leaks about 4 KiB of native memory per call,
+ * garbage collection or not (measured: 24,000 calls grew RSS by 110 MiB; the legacy object stays
+ * flat). The chaos soak found it as a worker growing 7 MiB a minute under --client-auth request.
+ */
+export function peerCertificate(socket: TLSSocket): PeerCertificate | undefined {
+  const peer = socket.destroyed ? undefined : socket.getPeerCertificate();
+  if (peer === undefined || peer === null || peer.fingerprint256 === undefined) return undefined;
+  // The legacy subject is an object in the certificate's order; a repeated attribute is an array.
+  const rdns = Object.entries(peer.subject ?? {}).flatMap(([type, value]) => (value === undefined ? [] : Array.isArray(value) ? value : [value]).map((v) => `${type}=${v}`));
+  return { subject: rdns.join(', '), fingerprint256: peer.fingerprint256 };
 }
 
 /** Leaf SANs as names: DNS names as they are, IPs canonical, anything else as `kind:value`. */

@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import type { RawSocket } from './handle-socket';
 import { EchoSession, idleCheckIntervalMs, type CloseReason, type SessionLimits } from './session';
 import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
-import { distinguishedNameText } from '../certs/inspect';
+import { peerCertificate } from '../certs/inspect';
 import type { ClientAuthPolicy } from '../mtls/client-auth';
 import { clientCertProblem, isMissingClientCert } from '../mtls/refusal';
 
@@ -222,7 +222,7 @@ export class TlsEchoServer {
     }
     // Under `request`: the client sent a certificate and it did not verify. (With no certificate
     // there is an authorizationError too, and nothing to refuse.) Refused before any echo.
-    if (socket.authorizationError && socket.getPeerX509Certificate() !== undefined) {
+    if (socket.authorizationError && peerCertificate(socket) !== undefined) {
       this.refuseClientCert(conn, socket, String(socket.authorizationError));
       socket.destroy();
       return;
@@ -236,8 +236,8 @@ export class TlsEchoServer {
       // A resumed session keeps the client certificate of the session it resumes.
       if (socket.isSessionReused()) conn.resumed = true;
       if (socket.authorized) {
-        const peer = socket.getPeerX509Certificate();
-        conn.clientSubject = peer && distinguishedNameText(peer.subject);
+        const peer = peerCertificate(socket);
+        conn.clientSubject = peer?.subject;
         conn.clientFingerprint256 = peer?.fingerprint256;
       }
     }
@@ -269,14 +269,14 @@ export class TlsEchoServer {
   private refuseClientCert(conn: Connection, socket: tls.TLSSocket, error: string): void {
     conn.reason ??= 'handshake-failed';
     conn.clientCertRefused = true;
-    const peer = socket.destroyed ? undefined : socket.getPeerX509Certificate();
+    const peer = peerCertificate(socket);
     this.handshakeLog.log('info', 'client-cert', 'client certificate refused', {
       sessionId: conn.meta.id,
       remoteAddress: conn.meta.ip,
       reason: 'handshake-failed',
       problem: clientCertProblem(error),
       error,
-      clientSubject: peer && distinguishedNameText(peer.subject),
+      clientSubject: peer?.subject,
     });
   }
 
