@@ -52,7 +52,7 @@ export function describeX509(cert: X509Certificate): CertInfo {
   return {
     subject: distinguishedNameText(cert.subject),
     issuer: distinguishedNameText(cert.issuer),
-    sans: parseSubjectAltName(cert.subjectAltName),
+    sans: parseSubjectAltName(subjectAltNameText(cert)),
     notBefore: notBeforeOf(cert),
     notAfter: notAfterOf(cert),
     fingerprint256: cert.fingerprint256,
@@ -98,6 +98,19 @@ export function peerCertificate(socket: TLSSocket): PeerCertificate | undefined 
   // The legacy subject is an object in the certificate's order; a repeated attribute is an array.
   const rdns = Object.entries(peer.subject ?? {}).flatMap(([type, value]) => (value === undefined ? [] : Array.isArray(value) ? value : [value]).map((v) => `${type}=${v}`));
   return { subject: rdns.join(', '), fingerprint256: peer.fingerprint256 };
+}
+
+/**
+ * Node's text of a certificate's subjectAltName. A damaged extension is null on Node 20 and
+ * throws when read on Node 24: null on both, so such a certificate has no names rather than
+ * failing the load in a message naming no file.
+ */
+function subjectAltNameText(cert: X509Certificate): string | null | undefined {
+  try {
+    return cert.subjectAltName;
+  } catch {
+    return null;
+  }
 }
 
 /** Leaf SANs as names: DNS names as they are, IPs canonical, anything else as `kind:value`. */

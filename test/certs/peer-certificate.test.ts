@@ -71,7 +71,8 @@ test('peerCertificate: subject and fingerprint of a client certificate; undefine
 test('peerCertificate: thousands of reads leave native memory flat (getPeerX509Certificate grew 4 KiB a call)', { timeout: 120_000 }, async (t) => {
   const dir = await generated(t);
   const client = await issueClient(dir, 'bob');
-  const server = await requestingServer(dir, (socket) => void peerCertificate(socket)?.subject);
+  let read = false;
+  const server = await requestingServer(dir, (socket) => void (read && peerCertificate(socket)?.subject));
   t.after(() => server.close());
   const { port } = server.address() as AddressInfo;
   // One client context for every connection (a context each would be the client's own churn).
@@ -82,11 +83,23 @@ test('peerCertificate: thousands of reads leave native memory flat (getPeerX509C
     for (let i = 0; i < n; i += 4) await Promise.all([handshake(port, options), handshake(port, options), handshake(port, options), handshake(port, options)]);
   };
 
-  // Warm up until the allocator and V8 have their working set, then measure 4,000 more: the leak
-  // grew RSS by about 16 MiB over them; reading the legacy object, by less than 1.
+  const growth = async (n: number): Promise<number> => {
+    const before = process.memoryUsage.rss();
+    await sessions(n);
+    return (process.memoryUsage.rss() - before) / MIB;
+  };
+
+  // Warm up until the allocator and V8 have their working set, then 4,000 handshakes without
+  // reading the certificate: the baseline. Node 24.22 grows by about 40 MiB over them whatever
+  // the daemon reads (measured with a bare server); there this check can't tell, and says so.
   await sessions(2000);
-  const before = process.memoryUsage.rss();
-  await sessions(4000);
-  const grown = (process.memoryUsage.rss() - before) / MIB;
-  assert.ok(grown < 6, `RSS grew ${grown.toFixed(1)} MiB over 4,000 client certificates read`);
+  const baseline = await growth(4000);
+  if (baseline >= 6) {
+    t.skip(`this Node grows RSS by ${baseline.toFixed(1)} MiB over 4,000 handshakes without reading a certificate`);
+    return;
+  }
+  // The leak grew RSS by about 16 MiB over 4,000 reads; the legacy object, by less than 1.
+  read = true;
+  const grown = await growth(4000);
+  assert.ok(grown < 6, `RSS grew ${grown.toFixed(1)} MiB over 4,000 client certificates read (${baseline.toFixed(1)} MiB without reading)`);
 });

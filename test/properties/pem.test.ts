@@ -231,10 +231,18 @@ test('given: a --chain certificate whose subjectAltName Node gives as null is se
   const broken = alteredCertificate(f.certPem, (der) => {
     der[der.indexOf(Buffer.concat([Buffer.from([0x82, 0x09]), Buffer.from('localhost')])) - 2] = 0x3c;
   });
-  assert.equal(new X509Certificate(broken).subjectAltName, null);
   const chainFile = path.join(f.dir, 'chain.pem');
   writeFileSync(chainFile, broken);
-  const material = loadGivenCertificates({ certFile: path.join(f.dir, 'server.pem'), keyFile: path.join(f.dir, 'server-key.pem'), chainFile });
+  const load = () => loadGivenCertificates({ certFile: path.join(f.dir, 'server.pem'), keyFile: path.join(f.dir, 'server-key.pem'), chainFile });
+  // Node 20 gives the damaged extension as null; Node 24 throws when it is read. Either way the
+  // chain serves with no names, or is a CertError naming the file: never another exception.
+  let material: ReturnType<typeof loadGivenCertificates>;
+  try {
+    material = load();
+  } catch (err) {
+    assert.equal(notCertErrorNaming(err, [`--chain ${chainFile}`]), undefined);
+    return;
+  }
   assert.deepEqual(material.caInfo?.sans, []);
 });
 
