@@ -113,19 +113,18 @@ class InlineWorker implements Worker {
 }
 
 class ProcessWorker implements Worker {
-  readonly held = new Set<number>();
   ready = false;
   private inFlight = 0;
   /**
-   * Each connection handed over (by id, until the worker reports it closed): its socket, and the
-   * handle that carries its descriptor. Node closes the supervisor's copy of a sent handle when
+   * Each connection handed over and holding a slot here (by id, until the worker reports it
+   * closed or exits): its socket, and the handle that carries its descriptor. Node closes the supervisor's copy of a sent handle when
    * the worker acknowledges it, and queues the next ones until then; if the worker dies first,
    * Node (20) closes neither the one awaiting its acknowledgement nor the queued ones, and calls
    * back for none. So at the worker's exit every one still here is closed, or its descriptor
    * would stay open in the supervisor and its client wait forever. Closing one the worker did
    * take closes nothing more: its copy was closed at the acknowledgement.
    */
-  private readonly handedOver = new Map<number, { readonly socket: RawSocket; readonly handle: { close(): void } | null | undefined }>();
+  readonly held = new Map<number, { readonly socket: RawSocket; readonly handle: { close(): void } | null | undefined }>();
   private exited = false;
   private readonly exitPromise: Promise<void>;
 
@@ -143,11 +142,11 @@ class ProcessWorker implements Worker {
       child.once('exit', (code, signal) => {
         this.exited = true;
         this.ready = false;
-        for (const { socket, handle } of this.handedOver.values()) {
+        // The ids stay for onExit, which releases their slots.
+        for (const { socket, handle } of this.held.values()) {
           socket.destroy();
           handle?.close();
         }
-        this.handedOver.clear();
         onExit(this, code, signal);
         resolve();
       });
@@ -156,7 +155,6 @@ class ProcessWorker implements Worker {
 
   /** The worker reported connection `id` closed: it is no longer the supervisor's to close. */
   closed(id: number): boolean {
-    this.handedOver.delete(id);
     return this.held.delete(id);
   }
 
@@ -171,10 +169,9 @@ class ProcessWorker implements Worker {
   dispatch(socket: RawSocket, meta: ConnectionMeta, rest?: Buffer): void {
     // The supervisor takes bare handles only with --workers 0 (Supervisor.listen).
     assert(!(socket instanceof HandleSocket), 'a HandleSocket cannot be sent to a worker process');
-    this.held.add(meta.id);
+    this.held.set(meta.id, { socket, handle: (socket as unknown as { _handle?: { close(): void } | null })._handle });
     this.inFlight++;
     const message: ToWorker = meta.proxyAddress === undefined ? { t: 'conn', id: meta.id, ip: meta.ip, port: meta.port } : this.proxiedMessage(socket as net.Socket, meta, rest);
-    this.handedOver.set(meta.id, { socket, handle: (socket as unknown as { _handle?: { close(): void } | null })._handle });
     this.child.send(message, socket, (err) => {
       // Not delivered: the worker is going away; its exit releases this connection's slot.
       if (err) socket.destroy();
@@ -342,7 +339,7 @@ export class WorkerPool {
 
   private readonly workerOnExit = (worker: ProcessWorker, code: number | null, signal: NodeJS.Signals | null): void => {
     // Every slot the worker held is released, as if each of its sessions had ended in error.
-    const lost = [...worker.held];
+    const lost = [...worker.held.keys()];
     worker.held.clear();
     for (const id of lost) {
       this.events.onClosed({ id, reason: 'error', handshakeMs: undefined, durationMs: 0, bytesIn: 0, bytesOut: 0 });
