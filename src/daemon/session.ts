@@ -47,6 +47,34 @@ export function idleCheckIntervalMs(idleTimeoutMs: number): number {
   return Math.min(IDLE_CHECK_MAX_MS, Math.max(IDLE_CHECK_MIN_MS, Math.floor(idleTimeoutMs / IDLE_CHECKS_PER_TIMEOUT)));
 }
 
+/**
+ * One timer for every session of a server, at the pace of the current idle timeout (an
+ * EchoSession has no timer of its own). A session closes at most two intervals after its
+ * timeout. start() again at a reload; one that turns the timeout off keeps the timer for the
+ * sessions that still have one. stop() once every connection is gone or being closed.
+ */
+export class IdleCheck {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly connections: ReadonlySet<{ readonly session: EchoSession | undefined }>) {}
+
+  start(idleTimeoutMs: number): void {
+    if (idleTimeoutMs <= 0) return;
+    clearInterval(this.timer);
+    this.timer = setInterval(this.check, idleCheckIntervalMs(idleTimeoutMs)).unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private readonly check = (): void => {
+    const now = performance.now();
+    for (const conn of this.connections) conn.session?.checkIdle(now);
+  };
+}
+
 /** How long a client gets to answer our close_notify before the socket is destroyed (ms). */
 const CLOSE_GRACE_MS = 1000;
 

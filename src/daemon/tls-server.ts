@@ -5,7 +5,7 @@
 
 import tls from 'node:tls';
 import type { RawSocket } from './handle-socket';
-import { EchoSession, idleCheckIntervalMs, type CloseReason, type SessionLimits } from './session';
+import { EchoSession, IdleCheck, type CloseReason, type SessionLimits } from './session';
 import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
 import { peerCertificate } from '../certs/inspect';
 import type { ClientAuthPolicy } from '../mtls/client-auth';
@@ -90,7 +90,12 @@ export class TlsEchoServer {
   private readonly sessionLine: ConnectionLine;
   private settings: TlsSettings;
   private identity: ServerIdentity;
-  private idleCheck: NodeJS.Timeout | undefined;
+  /**
+   * Sessions keep the idle timeout they started with: after a reload they are checked at the new
+   * pace, so one with a shorter timeout may close up to a second late (61 s at most with the
+   * default 60 s).
+   */
+  private readonly idleCheck = new IdleCheck(this.connections);
 
   constructor(
     settings: TlsSettings,
@@ -103,25 +108,8 @@ export class TlsEchoServer {
     this.handshakeLog = new SampledLog(logger);
     this.sessionLine = new ConnectionLine(logger, 'info', 'session ended');
     this.server = this.createServer();
-    this.startIdleCheck();
+    this.idleCheck.start(settings.idleTimeoutMs);
   }
-
-  // One timer for every session's idle timeout. A session closes between --idle-timeout and
-  // two check intervals later (61 s at most with the default 60 s). Sessions keep the
-  // timeout they started with: after a reload they are checked at the new pace (so one with a
-  // shorter timeout may close up to a second late), and a reload that turns the timeout off
-  // keeps the timer for the sessions that still have one.
-  private startIdleCheck(): void {
-    const idleMs = this.settings.idleTimeoutMs;
-    if (idleMs <= 0) return;
-    clearInterval(this.idleCheck);
-    this.idleCheck = setInterval(this.checkIdle, idleCheckIntervalMs(idleMs)).unref();
-  }
-
-  private readonly checkIdle = (): void => {
-    const now = performance.now();
-    for (const conn of this.connections) conn.session?.checkIdle(now);
-  };
 
   // The server never listens: it only turns handed-over sockets into TLS sessions. A reload
   // builds a new one (Node can't change a server's handshakeTimeout); sockets already handed
@@ -189,13 +177,12 @@ export class TlsEchoServer {
   setSettings(settings: TlsSettings): void {
     this.settings = settings;
     this.server = this.createServer();
-    this.startIdleCheck();
+    this.idleCheck.start(settings.idleTimeoutMs);
   }
 
   /** Stops the idle check; call once every connection is gone (or being closed). */
   stop(): void {
-    clearInterval(this.idleCheck);
-    this.idleCheck = undefined;
+    this.idleCheck.stop();
   }
 
   /** Ends every connection now with `reason`. */

@@ -6,7 +6,7 @@
 
 import type net from 'node:net';
 import tls from 'node:tls';
-import { EchoSession, idleCheckIntervalMs, type CloseReason, type SessionLimits } from '../daemon/session';
+import { EchoSession, IdleCheck, type CloseReason, type SessionLimits } from '../daemon/session';
 import type { ConnectionClosed, ConnectionMeta } from '../daemon/tls-server';
 import { isMissingClientCert } from '../mtls/refusal';
 import { ConnectionLine, SampledLog, type Logger } from '../ops/logger';
@@ -60,8 +60,8 @@ export class ScenarioServer {
   private readonly sessionLine: ConnectionLine;
   private readonly handshakeLog: SampledLog;
   private settings: ScenarioSettings;
-  /** The echo scenarios' idle timeout: an EchoSession has no timer of its own, its server checks it. */
-  private idleCheck: NodeJS.Timeout | undefined;
+  /** The echo scenarios' idle timeout. */
+  private readonly idleCheck = new IdleCheck(this.connections);
 
   constructor(
     settings: ScenarioSettings,
@@ -73,7 +73,7 @@ export class ScenarioServer {
     this.sessionLine = new ConnectionLine(logger, 'info', 'session ended');
     this.handshakeLog = new SampledLog(logger);
     this.setTlsOptions(tlsOptions);
-    this.startIdleCheck();
+    this.idleCheck.start(settings.limits.idleTimeoutMs);
   }
 
   /** Connections accepted and not yet closed. */
@@ -96,13 +96,12 @@ export class ScenarioServer {
   /** Delay, timeouts and limits for connections from now on (a reload). */
   setSettings(settings: ScenarioSettings): void {
     this.settings = settings;
-    this.startIdleCheck();
+    this.idleCheck.start(settings.limits.idleTimeoutMs);
   }
 
   /** Stops the idle check; call once every connection is gone (or being closed). */
   stop(): void {
-    clearInterval(this.idleCheck);
-    this.idleCheck = undefined;
+    this.idleCheck.stop();
   }
 
   /** Takes an admitted raw socket (paused or not) and serves whatever scenario its ClientHello names. */
@@ -147,20 +146,6 @@ export class ScenarioServer {
       else conn.socket.destroy();
     }
   }
-
-  // As TlsEchoServer's: one timer for every echo session, at the pace of the current timeout; a
-  // reload that turns it off keeps the timer for the sessions that still have one.
-  private startIdleCheck(): void {
-    const idleMs = this.settings.limits.idleTimeoutMs;
-    if (idleMs <= 0) return;
-    clearInterval(this.idleCheck);
-    this.idleCheck = setInterval(this.checkIdle, idleCheckIntervalMs(idleMs)).unref();
-  }
-
-  private readonly checkIdle = (): void => {
-    const now = performance.now();
-    for (const conn of this.connections) conn.session?.checkIdle(now);
-  };
 
   private async route(conn: Connection): Promise<void> {
     const { socket } = conn;
